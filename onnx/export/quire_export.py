@@ -1,0 +1,1456 @@
+#!/usr/bin/env python3
+"""quire ONNX export tooling for Gemma 4 (E2B-style) vision-language models.
+
+Subcommands
+-----------
+export CHECKPOINT_DIR OUT_DIR [--dtype fp32,fp16[,q4]]
+    Export a transformers ``Gemma4ForConditionalGeneration`` checkpoint to the
+    onnx-community contract (three graphs: vision_encoder, embed_tokens,
+    decoder_model_merged) plus the JSON/tokenizer/template side files.
+tiny OUT_DIR
+    Build a deterministic tiny random-weight Gemma 4 (every E2B text/vision feature on),
+    a tiny tokenizer and template, export it (fp32 + fp16) and write reference.json
+    computed with transformers.
+verify OUT_DIR
+    Re-run the reference cases with onnxruntime and compare with reference.json.
+big-vision OUT_DIR
+    Random model with the real E2B vision tower dimensions and a small text model,
+    exported for vision benchmarking (not committed).
+
+See README.md next to this file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import sys
+import tempfile
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+SUPPORTED_BUDGETS = (70, 140, 280, 560, 1120)
+
+# --------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------
+
+
+def _lazy_torch():
+    import torch
+
+    return torch
+
+
+def set_determinism(seed: int = 0):
+    import random
+
+    torch = _lazy_torch()
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+
+
+def write_json(path: Path, obj, indent=2):
+    path.write_text(json.dumps(obj, indent=indent, ensure_ascii=False, sort_keys=False) + "\n", encoding="utf-8")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------
+# ONNX wrappers (torch modules whose forward is exactly the contract I/O)
+# --------------------------------------------------------------------------------------
+
+
+def _build_wrappers():
+    """Defined lazily so that `verify` does not need torch."""
+    torch = _lazy_torch()
+    from torch import nn
+
+    def mask_value(dtype):
+        # Half of finfo.min: masked scores stay finite after adding a (negative) score in
+        # fp16, so fully-masked rows (left padding) give a uniform softmax instead of NaN.
+        # exp(mask - max) underflows to exactly 0 either way, so real rows are unaffected.
+        return torch.finfo(dtype).min / 2
+
+    class VisionEncoder(nn.Module):
+        """pixel_values [N, P, 768] f32, pixel_position_ids [N, P, 2] i64 -> image_features [T, H_text].
+
+        Same maths as Gemma4Model.get_image_features + embed_vision, with the pooler written
+        so that the patch count P stays symbolic (no int(sqrt()), no F.one_hot)."""
+
+        def __init__(self, model):
+            super().__init__()
+            self.vt = model.model.vision_tower
+            self.embed_vision = model.model.embed_vision
+            cfg = self.vt.config
+            self.k = cfg.pooling_kernel_size
+            self.root = cfg.hidden_size**0.5
+            self.standardize = bool(cfg.standardize)
+
+        def forward(self, pixel_values, pixel_position_ids):
+            vt = self.vt
+            k = self.k
+            padding = (pixel_position_ids == -1).all(dim=-1)  # [N, P] True = padding
+            hidden = vt.patch_embedder(pixel_values, pixel_position_ids, padding)
+            dtype = hidden.dtype
+            # bidirectional mask over valid keys, additive, [N, 1, 1, P]
+            attn_mask = torch.where(
+                padding[:, None, None, :],
+                torch.tensor(mask_value(dtype), dtype=dtype),
+                torch.tensor(0.0, dtype=dtype),
+            )
+            pos_emb = vt.encoder.rotary_emb(hidden, pixel_position_ids)
+            for layer in vt.encoder.layers:
+                hidden = layer(
+                    hidden,
+                    attention_mask=attn_mask,
+                    position_embeddings=pos_emb,
+                    position_ids=pixel_position_ids,
+                )
+            # ---- pooler (Gemma4VisionPooler) ----
+            hidden = hidden.masked_fill(padding.unsqueeze(-1), 0.0)
+            # L = P // k^2 soft-token slots, built from a strided slice so it stays dynamic
+            slots = torch.ones_like(pixel_position_ids[0, :: k * k, 0])  # [L] int64
+            slot_ids = torch.cumsum(slots, dim=0) - 1  # arange(L)
+            clamped = pixel_position_ids.clamp(min=0)
+            max_x = clamped[..., 0].max(dim=-1, keepdim=True)[0] + 1
+            kernel = torch.div(clamped, k, rounding_mode="floor")
+            kernel = kernel[..., 0] + torch.div(max_x, k, rounding_mode="floor") * kernel[..., 1]  # [N, P]
+            weights = (kernel.unsqueeze(-1) == slot_ids.view(1, 1, -1)).float() / float(k * k)  # [N, P, L]
+            pooled = weights.transpose(1, 2) @ hidden.float()  # [N, L, D]
+            valid = torch.logical_not((weights == 0).all(dim=1))  # [N, L]
+            pooled = pooled.to(dtype).float() * self.root
+            feats = pooled[valid]  # [T, D] valid soft tokens, image order
+            if self.standardize:
+                feats = (feats - vt.std_bias.float()) * vt.std_scale.float()
+            feats = feats.to(dtype)
+            return self.embed_vision(feats)
+
+    class EmbedTokens(nn.Module):
+        """input_ids [B, S] -> inputs_embeds [B, S, H], per_layer_inputs [B, S, L, ple].
+
+        Multimodal placeholder ids (image/video/audio token ids from config.json) are mapped
+        to pad_token_id inside the graph, exactly like Gemma4Model.forward does before the
+        lookups, so feeding raw or pre-padded ids gives the same result."""
+
+        def __init__(self, model):
+            super().__init__()
+            lm = model.model.language_model
+            self.embed = lm.embed_tokens
+            self.embed_pl = lm.embed_tokens_per_layer
+            cfg = model.config
+            tcfg = cfg.get_text_config()
+            self.L = tcfg.num_hidden_layers
+            self.ple = tcfg.hidden_size_per_layer_input
+            self.pad = int(tcfg.pad_token_id)
+            self.mm_ids = [int(i) for i in (cfg.image_token_id, cfg.video_token_id, cfg.audio_token_id) if i is not None]
+
+        def forward(self, input_ids):
+            mm = torch.zeros_like(input_ids, dtype=torch.bool)
+            for t in self.mm_ids:
+                mm = mm | (input_ids == t)
+            ids = torch.where(mm, torch.full_like(input_ids, self.pad), input_ids)
+            inputs_embeds = self.embed(ids)
+            pl = self.embed_pl(ids)
+            per_layer_inputs = pl.view(pl.shape[0], pl.shape[1], self.L, self.ple)
+            return inputs_embeds, per_layer_inputs
+
+    class ExportCache:
+        """Minimal stand-in for transformers' Cache: concatenates past with new K/V and
+        records the result as the layer's `present` (never truncated; sliding layers are
+        masked, not trimmed)."""
+
+        def __init__(self, past):
+            self.past = past
+            self.present = {}
+
+        def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+            pk, pv = self.past[layer_idx]
+            k = torch.cat([pk, key_states], dim=2)
+            v = torch.cat([pv, value_states], dim=2)
+            self.present[layer_idx] = (k, v)
+            return k, v
+
+    class Decoder(nn.Module):
+        """inputs_embeds, per_layer_inputs, attention_mask, position_ids, num_logits_to_keep,
+        past_key_values.{i}.key/value -> logits (soft-capped), present.{i}.key/value."""
+
+        def __init__(self, model):
+            super().__init__()
+            self.lm = model.model.language_model
+            self.lm_head = model.lm_head
+            tcfg = model.config.get_text_config()
+            self.tcfg = tcfg
+            self.layer_types = list(tcfg.layer_types)
+            self.kv_layers = [i for i, m in enumerate(tcfg.kv_sharing_modes) if m != "reuse"]
+            self.first_shared = tcfg.num_hidden_layers - tcfg.num_kv_shared_layers
+            self.window = int(tcfg.sliding_window)
+            self.softcap = tcfg.final_logit_softcapping
+
+        def forward(self, inputs_embeds, per_layer_inputs, attention_mask, position_ids, num_logits_to_keep, *past_flat):
+            lm = self.lm
+            dtype = inputs_embeds.dtype
+            past = {}
+            for j, li in enumerate(self.kv_layers):
+                past[li] = (past_flat[2 * j], past_flat[2 * j + 1])
+            cache = ExportCache(past)
+
+            ple = lm.project_per_layer_inputs(inputs_embeds, per_layer_inputs)
+
+            # ---- masks, from tensors only (all dims stay symbolic) ----
+            q_ones = torch.ones_like(position_ids[0])  # [S]
+            kv_ones = torch.ones_like(attention_mask[0])  # [T] = past + S
+            s_len = q_ones.sum()
+            t_len = kv_ones.sum()
+            q_idx = torch.cumsum(q_ones, 0) - 1 + (t_len - s_len)  # absolute cache index of queries
+            kv_idx = torch.cumsum(kv_ones, 0) - 1
+            dist = q_idx.view(-1, 1) - kv_idx.view(1, -1)  # [S, T]
+            causal = dist >= 0
+            sliding = causal & (dist < self.window)
+            key_ok = attention_mask.bool()[:, None, None, :]  # [B,1,1,T]
+            neg = torch.tensor(mask_value(dtype), dtype=dtype)
+            zero = torch.tensor(0.0, dtype=dtype)
+            masks = {
+                "full_attention": torch.where(causal[None, None] & key_ok, zero, neg),
+                "sliding_attention": torch.where(sliding[None, None] & key_ok, zero, neg),
+            }
+
+            hidden = inputs_embeds
+            pos_emb = {lt: lm.rotary_emb(hidden, position_ids, lt) for lt in sorted(set(self.layer_types))}
+
+            # positions whose logits are returned: last num_logits_to_keep, or all if 0
+            keep = num_logits_to_keep
+            start = torch.where(keep > 0, torch.clamp(s_len - keep, min=0), torch.zeros_like(s_len))
+            sel = torch.nonzero((torch.cumsum(q_ones, 0) - 1) >= start).view(-1)
+
+            def take(h, p, pe, m):
+                h = torch.index_select(h, 1, sel)
+                p = torch.index_select(p, 1, sel)
+                pe = {kk: (torch.index_select(c, 1, sel), torch.index_select(s, 1, sel)) for kk, (c, s) in pe.items()}
+                m = {kk: torch.index_select(v, 2, sel) for kk, v in m.items()}
+                return h, p, pe, m
+
+            shared = {}
+            sliced = False
+            for i, layer in enumerate(lm.layers):
+                if i == self.first_shared:
+                    # KV-shared layers write no cache: only the kept query rows are needed
+                    hidden, ple, pos_emb, masks = take(hidden, ple, pos_emb, masks)
+                    sliced = True
+                lt = self.layer_types[i]
+                hidden = layer(
+                    hidden,
+                    ple[:, :, i, :],
+                    shared_kv_states=shared,
+                    position_embeddings=pos_emb[lt],
+                    attention_mask=masks[lt],
+                    position_ids=position_ids,
+                    cache=cache,
+                )
+            if not sliced:
+                hidden = torch.index_select(hidden, 1, sel)
+            hidden = lm.norm(hidden)
+            logits = self.lm_head(hidden)
+            if self.softcap is not None:
+                logits = torch.tanh(logits / self.softcap) * self.softcap
+            outs = [logits]
+            for li in self.kv_layers:
+                outs.extend(cache.present[li])
+            return tuple(outs)
+
+    return VisionEncoder, EmbedTokens, Decoder
+
+
+# --------------------------------------------------------------------------------------
+# export
+# --------------------------------------------------------------------------------------
+
+SIDE_FILES = (
+    "config.json",
+    "generation_config.json",
+    "processor_config.json",
+    "preprocessor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+)
+
+
+def load_checkpoint(ckpt_dir, dtype="fp32"):
+    torch = _lazy_torch()
+    from transformers import Gemma4ForConditionalGeneration
+
+    model = Gemma4ForConditionalGeneration.from_pretrained(
+        ckpt_dir, dtype=torch.float32, attn_implementation="eager"
+    )
+    model.eval()
+    return model
+
+
+def _finalize_onnx(tmp_path: Path, out_path: Path, external: bool, expect_symbolic: dict):
+    """Strip debug metadata, check symbolic dims, save with one external data file."""
+    import onnx
+
+    m = onnx.load(str(tmp_path), load_external_data=True)
+    for node in m.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+        # deterministic, readable node names are already produced by the exporter
+    del m.metadata_props[:]
+    m.doc_string = ""
+    m.graph.doc_string = ""
+    for vi in list(m.graph.input) + list(m.graph.output) + list(m.graph.value_info):
+        vi.doc_string = ""
+    # check that the dims we declared dynamic really are symbolic
+    io = {vi.name: vi for vi in list(m.graph.input) + list(m.graph.output)}
+    for name, axes in expect_symbolic.items():
+        vi = io[name]
+        dims = vi.type.tensor_type.shape.dim
+        for ax, sym in axes.items():
+            d = dims[ax]
+            if d.HasField("dim_value") or not d.dim_param:
+                raise RuntimeError(f"{out_path.name}: {name} dim {ax} is not symbolic ({d})")
+            if d.dim_param != sym:
+                d.dim_param = sym
+    data_name = out_path.name + "_data"
+    for p in (out_path, out_path.parent / data_name):
+        if p.exists():
+            p.unlink()
+    if external:
+        onnx.save_model(
+            m,
+            str(out_path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=data_name,
+            size_threshold=0,
+            convert_attribute=False,
+        )
+    else:
+        onnx.save_model(m, str(out_path))
+    onnx.checker.check_model(str(out_path))
+    return m
+
+
+def _io_summary(path: Path):
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    def one(vi):
+        tt = vi.type.tensor_type
+        dims = [d.dim_param if d.dim_param else d.dim_value for d in tt.shape.dim]
+        return {"name": vi.name, "dtype": onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).name, "shape": dims}
+    return {"inputs": [one(v) for v in m.graph.input], "outputs": [one(v) for v in m.graph.output]}
+
+
+def export_model(model, out_dir: Path, dtypes=("fp32", "fp16"), external=True, opset=17, log=print):
+    """Export the three graphs of `model` (fp32 torch module) for each dtype."""
+    torch = _lazy_torch()
+    VisionEncoder, EmbedTokens, Decoder = _build_wrappers()
+    onnx_dir = out_dir / "onnx"
+    onnx_dir.mkdir(parents=True, exist_ok=True)
+    cfg = model.config
+    tcfg = cfg.get_text_config()
+    vcfg = cfg.vision_config
+    H = tcfg.hidden_size
+    L = tcfg.num_hidden_layers
+    ple = tcfg.hidden_size_per_layer_input
+    kv_layers = [i for i, m in enumerate(tcfg.kv_sharing_modes) if m != "reuse"]
+    per_layer_cfg = tcfg.per_layer_config
+    written = []
+
+    for dt in dtypes:
+        if dt not in ("fp32", "fp16"):
+            continue
+        tdtype = torch.float32 if dt == "fp32" else torch.float16
+        suffix = "" if dt == "fp32" else "_fp16"
+        m = copy.deepcopy(model).to(tdtype).eval()
+        gen = torch.Generator().manual_seed(1234)
+
+        # ---------------- vision ----------------
+        if vcfg is not None:
+            k2 = vcfg.pooling_kernel_size**2
+            # 2 images, 18 patch slots: image 0 = 3x3 grid + 9 pads, image 1 = 6x3 grid
+            pos0 = [[x, y] for y in range(3) for x in range(3)] + [[-1, -1]] * 9
+            pos1 = [[x, y] for y in range(3) for x in range(6)]
+            pid = torch.tensor([pos0, pos1], dtype=torch.int64)
+            pv = torch.rand(2, 2 * k2, 3 * vcfg.patch_size**2, generator=gen, dtype=torch.float32)
+            pv[0, 9:] = 0
+            ve = VisionEncoder(m).eval()
+            tmp = Path(tempfile.mkdtemp()) / "v.onnx"
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(
+                    ve, (pv, pid), str(tmp), dynamo=False, opset_version=opset,
+                    input_names=["pixel_values", "pixel_position_ids"], output_names=["image_features"],
+                    dynamic_axes={
+                        "pixel_values": {0: "num_images", 1: "max_patches"},
+                        "pixel_position_ids": {0: "num_images", 1: "max_patches"},
+                        "image_features": {0: "total_soft_tokens"},
+                    },
+                )
+            out = onnx_dir / f"vision_encoder{suffix}.onnx"
+            _finalize_onnx(tmp, out, external, {
+                "pixel_values": {0: "num_images", 1: "max_patches"},
+                "pixel_position_ids": {0: "num_images", 1: "max_patches"},
+                "image_features": {0: "total_soft_tokens"},
+            })
+            shutil.rmtree(tmp.parent)
+            written.append(out)
+            log(f"  wrote {out}")
+
+        # ---------------- embed_tokens ----------------
+        ids = torch.randint(0, tcfg.vocab_size, (2, 3), generator=gen, dtype=torch.int64)
+        et = EmbedTokens(m).eval()
+        tmp = Path(tempfile.mkdtemp()) / "e.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                et, (ids,), str(tmp), dynamo=False, opset_version=opset,
+                input_names=["input_ids"], output_names=["inputs_embeds", "per_layer_inputs"],
+                dynamic_axes={
+                    "input_ids": {0: "batch_size", 1: "sequence_length"},
+                    "inputs_embeds": {0: "batch_size", 1: "sequence_length"},
+                    "per_layer_inputs": {0: "batch_size", 1: "sequence_length"},
+                },
+            )
+        out = onnx_dir / f"embed_tokens{suffix}.onnx"
+        _finalize_onnx(tmp, out, external, {
+            "input_ids": {0: "batch_size", 1: "sequence_length"},
+            "inputs_embeds": {0: "batch_size", 1: "sequence_length"},
+            "per_layer_inputs": {0: "batch_size", 1: "sequence_length"},
+        })
+        shutil.rmtree(tmp.parent)
+        written.append(out)
+        log(f"  wrote {out}")
+
+        # ---------------- decoder ----------------
+        B, S, P = 2, 3, 5
+        emb = torch.randn(B, S, H, generator=gen).to(tdtype)
+        pli = torch.randn(B, S, L, ple, generator=gen).to(tdtype)
+        am = torch.ones(B, P + S, dtype=torch.int64)
+        am[1, :2] = 0
+        pos = torch.arange(P, P + S, dtype=torch.int64).unsqueeze(0).repeat(B, 1)
+        keep = torch.tensor(2, dtype=torch.int64)
+        past = []
+        in_names = ["inputs_embeds", "per_layer_inputs", "attention_mask", "position_ids", "num_logits_to_keep"]
+        out_names = ["logits"]
+        dyn = {
+            "inputs_embeds": {0: "batch_size", 1: "sequence_length"},
+            "per_layer_inputs": {0: "batch_size", 1: "sequence_length"},
+            "attention_mask": {0: "batch_size", 1: "total_sequence_length"},
+            "position_ids": {0: "batch_size", 1: "sequence_length"},
+            "logits": {0: "batch_size", 1: "num_logits"},
+        }
+        for li in kv_layers:
+            lc = per_layer_cfg[li]
+            for kv in ("key", "value"):
+                past.append(torch.randn(B, lc.num_key_value_heads, P, lc.head_dim, generator=gen).to(tdtype))
+                in_names.append(f"past_key_values.{li}.{kv}")
+                out_names.append(f"present.{li}.{kv}")
+                dyn[f"past_key_values.{li}.{kv}"] = {0: "batch_size", 2: "past_sequence_length"}
+                dyn[f"present.{li}.{kv}"] = {0: "batch_size", 2: "total_sequence_length"}
+        dec = Decoder(m).eval()
+        tmp = Path(tempfile.mkdtemp()) / "d.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                dec, (emb, pli, am, pos, keep, *past), str(tmp), dynamo=False, opset_version=opset,
+                input_names=in_names, output_names=out_names, dynamic_axes=dyn,
+            )
+        out = onnx_dir / f"decoder_model_merged{suffix}.onnx"
+        _finalize_onnx(tmp, out, external, dyn)
+        shutil.rmtree(tmp.parent)
+        written.append(out)
+        log(f"  wrote {out}")
+        del m
+    return written
+
+
+def quantize_q4(out_dir: Path, log=print):
+    """Optional: MatMulNBits 4-bit weights (block 32) from the fp32 graphs, `_q4` suffix."""
+    import logging
+
+    import onnx
+    import onnx.version_converter
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)
+
+    onnx_dir = out_dir / "onnx"
+    done = []
+    for base in ("vision_encoder", "embed_tokens", "decoder_model_merged"):
+        src = onnx_dir / f"{base}.onnx"
+        if not src.exists():
+            continue
+        m = onnx.load(str(src), load_external_data=True)
+        # GatherBlockQuantized makes the quantizer bump the default-domain opset to 21,
+        # so convert the whole graph first (ReduceMean etc. change form at opset 18).
+        m = onnx.version_converter.convert_version(m, 21)
+        # MatMul -> MatMulNBits; Gather (embedding tables) -> GatherBlockQuantized, as in
+        # the community q4 files. Block 32 (the tiny model's smallest K is 32).
+        q = MatMulNBitsQuantizer(
+            m, bits=4, block_size=32, is_symmetric=True, accuracy_level=None,
+            op_types_to_quantize=("MatMul", "Gather"), quant_axes=(("MatMul", 0), ("Gather", 1)),
+        )
+        q.process()
+        qm = q.model.model
+        dst = onnx_dir / f"{base}_q4.onnx"
+        tmp = Path(tempfile.mkdtemp()) / "q.onnx"
+        onnx.save_model(qm, str(tmp))
+        _finalize_onnx(tmp, dst, True, {})
+        shutil.rmtree(tmp.parent)
+        done.append(dst)
+        log(f"  wrote {dst}")
+    return done
+
+
+def add_transformersjs_config(out_dir: Path):
+    cfg_path = out_dir / "config.json"
+    if not cfg_path.exists():
+        return
+    cfg = json.loads(cfg_path.read_text())
+    ext = {}
+    for p in sorted((out_dir / "onnx").glob("*.onnx")):
+        chunks = len(list((out_dir / "onnx").glob(p.name + "_data*")))
+        if chunks:
+            ext[p.name] = chunks
+    cfg["transformers.js_config"] = {
+        "use_external_data_format": ext,
+        "kv_cache_dtype": {"fp32": "float32", "fp16": "float16", "q4": "float32"},
+    }
+    write_json(cfg_path, cfg)
+
+
+def cmd_export(ckpt_dir, out_dir, dtypes, log=print):
+    ckpt_dir = Path(ckpt_dir)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    set_determinism(0)
+    model = load_checkpoint(ckpt_dir)
+    export_model(model, out_dir, dtypes=[d for d in dtypes if d in ("fp32", "fp16")], log=log)
+    for name in SIDE_FILES:
+        src = ckpt_dir / name
+        if src.exists() and src.resolve() != (out_dir / name).resolve():
+            shutil.copyfile(src, out_dir / name)
+    if "q4" in dtypes:
+        if "fp32" not in dtypes:
+            raise SystemExit("q4 is quantized from the fp32 graphs: pass --dtype fp32,q4")
+        quantize_q4(out_dir, log=log)
+    add_transformersjs_config(out_dir)
+    return model
+
+
+# --------------------------------------------------------------------------------------
+# tiny model: config, weights, tokenizer, template, side files
+# --------------------------------------------------------------------------------------
+
+# token layout of the tiny tokenizer (vocab 1024). Real Gemma 4 ids where they fit.
+SPECIAL_FIXED = {
+    0: "<pad>", 1: "<eos>", 2: "<bos>", 3: "<unk>", 4: "<mask>",
+    46: "<|tool>", 47: "<tool|>", 48: "<|tool_call>", 49: "<tool_call|>",
+    50: "<|tool_response>", 51: "<tool_response|>", 52: '<|"|>',
+    98: "<|think|>", 100: "<|channel>", 101: "<channel|>",
+    105: "<|turn>", 106: "<turn|>",
+}
+NEWLINE_TOKENS = {107: "\n", 108: "\n\n"}
+TINY_VOCAB = 1024
+# multimodal tokens at the top of the vocab (real ids 255999, 256000, 258880..258884)
+MM_TOKENS = {
+    1017: "<|image>",   # boi_token_id (real 255999)
+    1018: "<|audio>",   # boa_token_id (real 256000)
+    1019: "<|image|>",  # image_token_id (real 258880)
+    1020: "<|audio|>",  # audio_token_id (real 258881)
+    1021: "<image|>",   # eoi_token_id (real 258882)
+    1022: "<audio|>",   # eoa_token_index (real 258883)
+    1023: "<|video|>",  # video_token_id (real 258884)
+}
+BYTE_BASE = 109  # <0x00> .. <0xFF> at 109..364
+PIECE_BASE = BYTE_BASE + 256  # 365: '▁', then printable ASCII, then merges
+
+TRAIN_CORPUS = """
+Describe this image. What is in this picture? Hello, how are you today?
+The quick brown fox jumps over the lazy dog. A document pipeline reads scanned pages,
+finds tables, headings and figures, and writes the text of every page in reading order.
+Invoices, receipts, contracts, letters and forms are common documents.
+The model answers questions about the image: the colour, the shape, the number of objects,
+the position of the text and the language of the document.
+user model system Hello world! This is a test of the tokenizer. Numbers: 0 1 2 3 4 5 6 7 8 9 10 42 100 2024.
+Please summarise the document in one sentence. Extract the total amount and the date.
+The image shows a gradient with a circle in the middle and a pattern of squares.
+There is a red area on the left, a green area at the bottom and a blue pattern.
+"""
+
+
+def train_bpe(text: str, n_merges: int, alphabet: set[str]):
+    norm = text.replace(" ", "▁")
+    words = re.findall(r"▁?[^▁\n]+|\n+|▁+", norm)
+    counts = Counter(words)
+    seqs = {w: list(w) for w in counts}
+    merges: list[tuple[str, str]] = []
+    known = set(alphabet)
+    for _ in range(n_merges):
+        pairs = Counter()
+        for w, c in counts.items():
+            s = seqs[w]
+            for a, b in zip(s, s[1:]):
+                if a in known and b in known:
+                    pairs[(a, b)] += c
+        if not pairs:
+            break
+        best = min(pairs.items(), key=lambda kv: (-kv[1], kv[0]))[0]
+        merged = best[0] + best[1]
+        merges.append(best)
+        known.add(merged)
+        for w in counts:
+            s = seqs[w]
+            i = 0
+            out = []
+            while i < len(s):
+                if i + 1 < len(s) and s[i] == best[0] and s[i + 1] == best[1]:
+                    out.append(merged)
+                    i += 2
+                else:
+                    out.append(s[i])
+                    i += 1
+            seqs[w] = out
+    return merges
+
+
+def build_tiny_tokenizer(out_dir: Path):
+    from tokenizers import AddedToken, Tokenizer, decoders, normalizers, pre_tokenizers, processors
+    from tokenizers.models import BPE
+
+    vocab: dict[str, int] = {}
+    for i in range(TINY_VOCAB):
+        if i in SPECIAL_FIXED:
+            vocab[SPECIAL_FIXED[i]] = i
+        elif i in NEWLINE_TOKENS:
+            vocab[NEWLINE_TOKENS[i]] = i
+        elif i in MM_TOKENS:
+            vocab[MM_TOKENS[i]] = i
+    unused = 0
+    for i in range(BYTE_BASE):
+        if i not in SPECIAL_FIXED and i not in NEWLINE_TOKENS:
+            vocab[f"<unused{unused}>"] = i
+            unused += 1
+    for b in range(256):
+        vocab[f"<0x{b:02X}>"] = BYTE_BASE + b
+    base_chars = ["▁"] + [chr(c) for c in range(33, 127)]
+    nxt = PIECE_BASE
+    for ch in base_chars:
+        vocab[ch] = nxt
+        nxt += 1
+    n_merges = min(MM_TOKENS) - nxt
+    alphabet = set(base_chars) | {"\n"}
+    merges = train_bpe(TRAIN_CORPUS, n_merges + 64, alphabet)
+    # "\n"+"\n" must map to the fixed id 108; keep other merges until the vocab is full
+    final_merges = []
+    for a, b in merges:
+        tok = a + b
+        if tok in vocab:
+            final_merges.append((a, b))
+            continue
+        if nxt >= min(MM_TOKENS):
+            break
+        vocab[tok] = nxt
+        nxt += 1
+        final_merges.append((a, b))
+    if ("\n", "\n") not in final_merges:
+        final_merges.insert(0, ("\n", "\n"))
+    # fill any remaining slot (keeps ids contiguous)
+    while nxt < min(MM_TOKENS):
+        vocab[f"<unused{unused}>"] = nxt
+        unused += 1
+        nxt += 1
+    assert sorted(vocab.values()) == list(range(TINY_VOCAB)), "vocab ids must be 0..1023"
+
+    tok = Tokenizer(BPE(vocab=vocab, merges=final_merges, unk_token="<unk>", fuse_unk=True, byte_fallback=True,
+                        dropout=None))
+    tok.normalizer = normalizers.Replace(" ", "▁")
+    tok.pre_tokenizer = pre_tokenizers.Split(" ", behavior="merged_with_previous", invert=False)
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
+    specials = []
+    id_to_tok = {v: k for k, v in vocab.items()}
+    for i in range(TINY_VOCAB):
+        t = id_to_tok[i]
+        if i in SPECIAL_FIXED or i in MM_TOKENS or t.startswith("<unused"):
+            specials.append(AddedToken(t, special=True, normalized=False, lstrip=False, rstrip=False, single_word=False))
+    tok.add_special_tokens(specials)
+    tok.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", pair="<bos> $A <bos> $B", special_tokens=[("<bos>", 2)]
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # re-serialise through json with sorted keys for byte stability
+    data = json.loads(tok.to_str())
+    (out_dir / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+
+    tok_cfg = {
+        "tokenizer_class": "GemmaTokenizer",
+        "processor_class": "Gemma4Processor",
+        "bos_token": "<bos>",
+        "eos_token": "<eos>",
+        "pad_token": "<pad>",
+        "unk_token": "<unk>",
+        "mask_token": "<mask>",
+        "image_token": "<|image|>",
+        "boi_token": "<|image>",
+        "eoi_token": "<image|>",
+        "audio_token": "<|audio|>",
+        "boa_token": "<|audio>",
+        "eoa_token": "<audio|>",
+        "padding_side": "left",
+        "add_bos_token": True,
+        "add_eos_token": False,
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": 131072,
+    }
+    write_json(out_dir / "tokenizer_config.json", tok_cfg)
+    return vocab
+
+
+def tiny_config():
+    from transformers import Gemma4Config
+
+    text_config = dict(
+        vocab_size=TINY_VOCAB,
+        vocab_size_per_layer_input=TINY_VOCAB,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=5,
+        layer_types=["sliding_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention"],
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=16,
+        global_head_dim=32,
+        sliding_window=16,
+        hidden_size_per_layer_input=16,
+        num_kv_shared_layers=2,
+        use_double_wide_mlp=True,
+        final_logit_softcapping=30.0,
+        max_position_embeddings=4096,
+        rms_norm_eps=1e-6,
+        hidden_activation="gelu_pytorch_tanh",
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=1,
+        tie_word_embeddings=True,
+        rope_parameters={
+            "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+            "full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.25, "rope_theta": 1000000.0},
+        },
+    )
+    vision_config = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        head_dim=16,
+        patch_size=16,
+        pooling_kernel_size=3,
+        position_embedding_size=1024,
+        use_clipped_linears=True,
+        standardize=True,
+        rms_norm_eps=1e-6,
+        hidden_activation="gelu_pytorch_tanh",
+        rope_parameters={"rope_type": "axial", "rope_theta": 100.0},
+    )
+    cfg = Gemma4Config(
+        text_config=text_config,
+        vision_config=vision_config,
+        audio_config=None,
+        boi_token_id=1017,
+        boa_token_id=1018,
+        image_token_id=1019,
+        audio_token_id=1020,
+        eoi_token_id=1021,
+        eoa_token_index=1022,
+        video_token_id=1023,
+        tie_word_embeddings=True,
+    )
+    return cfg
+
+
+def randomize_model(model, seed: int):
+    """Deterministically randomise every parameter and every persistent buffer that
+    transformers initialises to a constant (norm weights, layer scalars, 2-D position
+    table, clip bounds, standardize bias/scale). Derived buffers (rope inv_freq,
+    embed_scale) are left alone."""
+    torch = _lazy_torch()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        seen = set()
+        for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
+            if id(p) in seen:
+                continue
+            seen.add(id(p))
+            if name.endswith("norm.weight") or "layernorm" in name or "_norm" in name:
+                w = torch.rand(p.shape, generator=gen) + 0.5  # U(0.5, 1.5)
+                # Scale choices keep the random model out of the "copy the last token"
+                # regime of tied embeddings; the final soft-cap still matters (|logit|
+                # up to ~5, capping moves the top logit by ~0.05): post-sublayer norms x3.
+                if "post_" in name:
+                    w = w * 3.0
+                if name == "model.language_model.norm.weight":
+                    w = w * 1.0
+                p.copy_(w)
+            elif "position_embedding_table" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+            elif "embed_tokens_per_layer" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+            elif "embed_tokens" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
+            elif p.dim() == 2:
+                fan_in = p.shape[1]
+                p.copy_(torch.randn(p.shape, generator=gen) / math.sqrt(fan_in))
+            else:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+        for name, b in sorted(model.named_buffers(), key=lambda kv: kv[0]):
+            leaf = name.rsplit(".", 1)[-1]
+            if leaf == "layer_scalar":
+                b.copy_(torch.rand(b.shape, generator=gen) * 0.5 + 0.5)
+            elif leaf in ("input_min", "output_min"):
+                b.copy_(-(torch.rand(b.shape, generator=gen) * 1.5 + 1.0))  # [-2.5, -1.0]
+            elif leaf in ("input_max", "output_max"):
+                b.copy_(torch.rand(b.shape, generator=gen) * 1.5 + 1.0)
+            elif leaf == "std_bias":
+                b.copy_(torch.randn(b.shape, generator=gen) * 0.5)
+            elif leaf == "std_scale":
+                b.copy_(torch.rand(b.shape, generator=gen) + 0.5)
+    return model
+
+
+def processor_config(max_soft_tokens=280):
+    return {
+        "image_processor": {
+            "do_convert_rgb": True,
+            "do_normalize": False,
+            "do_rescale": True,
+            "do_resize": True,
+            "image_mean": [0.0, 0.0, 0.0],
+            "image_std": [1.0, 1.0, 1.0],
+            "image_processor_type": "Gemma4ImageProcessorPil",
+            "image_seq_length": max_soft_tokens,
+            "max_soft_tokens": max_soft_tokens,
+            "patch_size": 16,
+            "pooling_kernel_size": 3,
+            "resample": 3,
+            "rescale_factor": 0.00392156862745098,
+        },
+        "image_seq_length": max_soft_tokens,
+        "audio_seq_length": 750,
+        "audio_ms_per_token": 40,
+        "processor_class": "Gemma4Processor",
+    }
+
+
+def generation_config():
+    return {
+        "bos_token_id": 2,
+        "do_sample": True,
+        "eos_token_id": [1, 106, 50],
+        "pad_token_id": 0,
+        "temperature": 1.0,
+        "top_k": 64,
+        "top_p": 0.95,
+    }
+
+
+def write_side_files(d: Path):
+    write_json(d / "processor_config.json", processor_config())
+    write_json(d / "preprocessor_config.json", {"processor_class": "Gemma4Processor"})
+    write_json(d / "generation_config.json", generation_config())
+    shutil.copyfile(HERE / "chat_template.jinja", d / "chat_template.jinja")
+
+
+# --------------------------------------------------------------------------------------
+# synthetic images
+# --------------------------------------------------------------------------------------
+
+IMAGE_SPECS = [
+    # name, width, height
+    ("grad_640x480", 640, 480),
+    ("grad_612x408", 612, 408),
+    ("grad_224x224", 224, 224),
+    ("grad_1280x640", 1280, 640),
+    ("tall_300x1000", 300, 1000),
+    ("extreme_50x400", 50, 400),
+    ("strip_4000x30", 4000, 30),  # hits the "height rounds to 0" branch at budgets 70/140
+]
+
+
+def make_image(w: int, h: int, variant: int) -> np.ndarray:
+    """Integer-only deterministic RGB pattern: gradients, a disc, a blocky xor texture."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.int64)
+    r = (x * 255) // max(w - 1, 1)
+    g = (y * 255) // max(h - 1, 1)
+    b = (((x // (5 + variant)) ^ (y // (7 + variant))) * 37) % 256
+    cx, cy, rad = w // 2, h // 3, max(min(w, h) // 4, 2)
+    disc = (x - cx) ** 2 + (y - cy) ** 2 <= rad * rad
+    r = np.where(disc, 255 - r, r)
+    g = np.where(disc, (g + 96) % 256, g)
+    stripes = ((x + 2 * y) // 9) % 2 == 0
+    b = np.where(stripes & ~disc, b // 2, b)
+    return np.stack([r, g, b], axis=-1).astype(np.uint8)
+
+
+def write_images(d: Path):
+    from PIL import Image
+
+    d.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for i, (name, w, h) in enumerate(IMAGE_SPECS):
+        arr = make_image(w, h, i)
+        p = d / f"{name}.png"
+        Image.fromarray(arr, "RGB").save(p, format="PNG", optimize=False, compress_level=9)
+        paths[name] = p
+    return paths
+
+
+# --------------------------------------------------------------------------------------
+# reference (transformers) generation
+# --------------------------------------------------------------------------------------
+
+
+def _image_processor():
+    from transformers.models.gemma4.image_processing_pil_gemma4 import Gemma4ImageProcessorPil
+
+    return Gemma4ImageProcessorPil()
+
+
+def load_processor(d: Path):
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(str(d))
+
+
+class BinWriter:
+    def __init__(self, root: Path, sub="reference"):
+        self.root = root
+        self.dir = root / sub
+        self.sub = sub
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def put(self, name: str, arr: np.ndarray):
+        arr = np.ascontiguousarray(arr)
+        dt = {np.dtype("float32"): "f32", np.dtype("uint8"): "u8", np.dtype("int64"): "i64"}[arr.dtype]
+        fn = f"{name}.{dt}.bin"
+        (self.dir / fn).write_bytes(arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes())
+        return {"file": f"{self.sub}/{fn}", "dtype": dt, "shape": list(arr.shape)}
+
+
+def f32list(a) -> list:
+    return [float(v) for v in np.asarray(a, dtype=np.float32).reshape(-1)]
+
+
+def hf_position_ids(attention_mask):
+    """HF generate(): cumsum(mask) - 1, padded slots set to 0."""
+    torch = _lazy_torch()
+    pos = attention_mask.long().cumsum(-1) - 1
+    return pos.masked_fill(attention_mask == 0, 0)
+
+
+def make_reference(out_dir: Path, model, n_steps=32, log=print):
+    torch = _lazy_torch()
+    from PIL import Image
+
+    set_determinism(0)
+    bw = BinWriter(out_dir)
+    proc = load_processor(out_dir)
+    ip = proc.image_processor
+    ref = {
+        "format": "quire-gemma4-reference/1",
+        "generated_by": "onnx/export/quire_export.py tiny",
+        "library_versions": _versions(),
+        "notes": [
+            "All arrays in *.bin files are raw little-endian, row-major; see each entry's dtype/shape.",
+            "pixel_values = pixel_u8 (float32) * (1/255) exactly as transformers does (float32 multiply).",
+            "Logits are after final_logit_softcapping (30.0), which is inside the decoder graph.",
+            "Greedy decoding: argmax of the last-position logits; EOS ids are NOT used to stop "
+            "(the random model may emit them); 'first_eos_step' tells where a stop would have happened.",
+            "position_ids follow transformers generate(): cumsum(attention_mask)-1 with padded slots = 0; "
+            "each decode step uses last position + 1.",
+        ],
+        "image_processor": {
+            "class": type(ip).__name__,
+            "backend": "pil",
+            "resample": "PIL BICUBIC (resample=3) on uint8 RGB, then rescale 1/255; no normalization",
+            "patch_size": 16, "pooling_kernel_size": 3,
+        },
+    }
+
+    # ------------------------------------------------------------------ preprocessing
+    images = {}
+    for name, w, h in IMAGE_SPECS:
+        images[name] = Image.open(out_dir / "images" / f"{name}.png").convert("RGB")
+    full_cases = {("grad_640x480", 70), ("tall_300x1000", 70), ("grad_224x224", 140)}
+    pre = []
+    for name, w, h in IMAGE_SPECS:
+        for budget in SUPPORTED_BUDGETS:
+            bf = ip(images[name], max_soft_tokens=budget, return_tensors="np")
+            pv = bf["pixel_values"][0]
+            pid = bf["image_position_ids"][0]
+            n_soft = int(bf["num_soft_tokens_per_image"][0])
+            valid = int((pid[:, 0] >= 0).sum())
+            ph = int(pid[:valid, 1].max()) + 1
+            pw = int(pid[:valid, 0].max()) + 1
+            u8f = pv[:valid] * 255.0
+            u8 = np.rint(u8f).astype(np.int64)
+            assert np.abs(u8f - u8).max() < 1e-3, "pixel values are not k/255"
+            assert np.array_equal((u8.astype(np.float32) * np.float32(1 / 255)).astype(np.float32), pv[:valid]), \
+                "pixel_values != u8 * float32(1/255)"
+            entry = {
+                "image": f"images/{name}.png",
+                "input_width": w, "input_height": h,
+                "max_soft_tokens": budget,
+                "max_patches": int(pv.shape[0]),
+                "resized_height": ph * 16, "resized_width": pw * 16,
+                "patches_h": ph, "patches_w": pw,
+                "num_patches": valid,
+                "num_soft_tokens": n_soft,
+                "pixel_u8_sum": int(u8.sum()),
+                "pixel_u8_sq_sum": int((u8 * u8).sum()),
+                "pixel_row_u8_sums_first64": [int(v) for v in u8.sum(axis=1)[:64]],
+                "pixel_first_row_u8": [int(v) for v in u8[0]],
+                "pixel_values_mean": float(pv.astype(np.float64).mean()),
+                "first_pad_row": valid if valid < pv.shape[0] else None,
+            }
+            # positions: (x=col, y=row), row-major, then (-1,-1)
+            exp_pos = np.stack(np.meshgrid(np.arange(pw), np.arange(ph), indexing="xy"), -1).reshape(-1, 2)
+            assert np.array_equal(pid[:valid], exp_pos) and (pid[valid:] == -1).all()
+            if (name, budget) in full_cases:
+                entry["pixel_u8"] = bw.put(f"pixels_{name}_{budget}", u8.astype(np.uint8))
+                entry["image_position_ids"] = bw.put(f"positions_{name}_{budget}", pid.astype(np.int64))
+            pre.append(entry)
+    ref["preprocessing"] = pre
+
+    # ------------------------------------------------------------------ vision features
+    vis_imgs = ["grad_640x480", "tall_300x1000"]
+    bf = ip([images[n] for n in vis_imgs], max_soft_tokens=70, return_tensors="pt")
+    with torch.no_grad():
+        out = model.get_image_features(
+            pixel_values=bf["pixel_values"], image_position_ids=bf["image_position_ids"], return_dict=True
+        )
+    feats = torch.cat(out.pooler_output, dim=0).float().numpy()
+    ref["vision"] = {
+        "images": [f"images/{n}.png" for n in vis_imgs],
+        "max_soft_tokens": 70,
+        "max_patches": int(bf["pixel_values"].shape[1]),
+        "num_soft_tokens": [int(v) for v in bf["num_soft_tokens_per_image"]],
+        "image_features": bw.put("vision_features", feats.astype(np.float32)),
+        "note": "one vision_encoder call with both images stacked ([2, 630, 768]); features concatenated in image order",
+    }
+
+    # ------------------------------------------------------------------ template golden cases
+    tmpl_cases = []
+    golden_msgs = [
+        ("hello", [{"role": "user", "content": [{"type": "text", "text": "Hello"}]}], {}),
+        ("hello_string_content", [{"role": "user", "content": "Hello"}], {}),
+        ("image_then_text", [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe this image."}]}], {}),
+        ("system_and_thinking", [
+            {"role": "system", "content": "You read documents."},
+            {"role": "user", "content": [{"type": "text", "text": "  What is the total?  "}]},
+        ], {"enable_thinking": True}),
+        ("multi_turn", [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "<|channel>thought\nhmm<channel|>Hello! How can I help?"},
+            {"role": "user", "content": [{"type": "text", "text": "Read this."}, {"type": "image"}]},
+        ], {}),
+    ]
+    for cname, msgs, kw in golden_msgs:
+        rendered = proc.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False, **kw)
+        ids = proc.tokenizer(rendered, add_special_tokens=False)["input_ids"]
+        tmpl_cases.append({"name": cname, "messages": msgs, "add_generation_prompt": True, **kw,
+                           "rendered": rendered, "input_ids": ids})
+    ref["template_cases"] = tmpl_cases
+
+    # ------------------------------------------------------------------ generation cases
+    def run_case(cname, msgs_list, budget=70):
+        texts = [proc.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in msgs_list]
+        imgs = []
+        for m in msgs_list:
+            per = []
+            for turn in m:
+                if isinstance(turn["content"], list):
+                    for it in turn["content"]:
+                        if it["type"] == "image":
+                            per.append(images[it["image_name"]])
+            imgs.append(per)
+        has_img = any(len(p) for p in imgs)
+        kwargs = dict(text=texts, return_tensors="pt", padding=True)
+        if has_img:
+            kwargs["images"] = imgs
+            kwargs["images_kwargs"] = {"max_soft_tokens": budget}
+        inputs = proc(**kwargs)
+        input_ids = inputs["input_ids"]
+        am = inputs["attention_mask"]
+        fwd = dict(input_ids=input_ids, attention_mask=am, position_ids=hf_position_ids(am))
+        if has_img:
+            fwd["pixel_values"] = inputs["pixel_values"]
+            fwd["image_position_ids"] = inputs["image_position_ids"]
+        with torch.no_grad():
+            logits = model(**fwd, use_cache=False).logits[:, -1, :].float().numpy()
+            gen_kwargs = dict(input_ids=input_ids, attention_mask=am, do_sample=False, max_new_tokens=n_steps,
+                              min_new_tokens=0, eos_token_id=None, pad_token_id=0,
+                              output_scores=True, return_dict_in_generate=True)
+            if has_img:
+                gen_kwargs["pixel_values"] = inputs["pixel_values"]
+                gen_kwargs["image_position_ids"] = inputs["image_position_ids"]
+            g = model.generate(**gen_kwargs)
+        seqs = g.sequences[:, input_ids.shape[1]:].numpy()
+        scores = torch.stack(g.scores, dim=1).float().numpy()  # [B, steps, V]
+        case = {
+            "name": cname,
+            "batch_size": len(texts),
+            "rendered_prompts": texts,
+            "max_soft_tokens": budget if has_img else None,
+            "images": [[f"images/{it['image_name']}.png" for turn in m if isinstance(turn["content"], list)
+                        for it in turn["content"] if it["type"] == "image"] for m in msgs_list],
+            "input_ids": input_ids.numpy().tolist(),
+            "attention_mask": am.numpy().tolist(),
+            "position_ids": hf_position_ids(am).numpy().tolist(),
+            "prefill_last_logits": [f32list(r) for r in logits],
+            "greedy_tokens": seqs.tolist(),
+            "step_max_logits": [f32list(scores[b].max(axis=-1)) for b in range(len(texts))],
+            "last_step_logits": [f32list(scores[b, -1]) for b in range(len(texts))],
+            "first_eos_step": [next((i for i, t in enumerate(row) if t in (1, 106, 50)), None) for row in seqs.tolist()],
+        }
+        if has_img:
+            case["num_soft_tokens"] = [int(v) for v in inputs["num_soft_tokens_per_image"]] \
+                if "num_soft_tokens_per_image" in inputs else None
+            case["image_token_count"] = [int(v) for v in (input_ids == model.config.image_token_id).sum(1)]
+        # check HF prefill logits == generate's first-step scores (same maths, different path)
+        d = float(np.abs(scores[:, 0, :] - logits).max())
+        case["hf_forward_vs_generate_first_step_max_abs_diff"] = d
+        return case
+
+    msgA = [{"role": "user", "content": [{"type": "image", "image_name": "grad_640x480"},
+                                          {"type": "text", "text": "Describe this image."}]}]
+    msgB = [{"role": "user", "content": [{"type": "image", "image_name": "tall_300x1000"},
+                                          {"type": "text", "text": "Extract the total amount and the date from this document, please."}]}]
+    msgT = [{"role": "user", "content": [{"type": "text", "text": "Hello, please summarise the document in one sentence."}]}]
+    cases = []
+    cases.append(run_case("image_prompt", [msgA]))
+    cases.append(run_case("text_prompt", [msgT]))
+    cases.append(run_case("image_prompt_b", [msgB]))
+    batch = run_case("batch2_left_padded", [msgA, msgB])
+    # batched greedy must equal the unbatched runs
+    batch["unbatched_greedy_tokens"] = [cases[0]["greedy_tokens"][0], cases[2]["greedy_tokens"][0]]
+    batch["batched_equals_unbatched"] = batch["greedy_tokens"] == batch["unbatched_greedy_tokens"]
+    cases.append(batch)
+    ref["generation"] = cases
+    ref["generation_messages"] = {"image_prompt": _strip_names(msgA), "text_prompt": msgT,
+                                  "image_prompt_b": _strip_names(msgB)}
+    write_json(out_dir / "reference.json", ref, indent=1)
+    log(f"  wrote {out_dir / 'reference.json'}")
+    if not batch["batched_equals_unbatched"]:
+        log("WARNING: batched greedy tokens differ from unbatched ones")
+    return ref
+
+
+def _strip_names(msgs):
+    out = []
+    for m in msgs:
+        c = m["content"]
+        if isinstance(c, list):
+            c = [{"type": "image", "image": f"images/{it['image_name']}.png"} if it["type"] == "image" else it for it in c]
+        out.append({"role": m["role"], "content": c})
+    return out
+
+
+def _versions():
+    v = {}
+    for mod in ("torch", "transformers", "onnx", "onnxruntime", "tokenizers", "PIL", "numpy"):
+        try:
+            v[mod] = __import__(mod).__version__
+        except Exception:  # pragma: no cover
+            pass
+    return v
+
+
+def cmd_tiny(out_dir, seed=20260517, dtypes=("fp32", "fp16"), log=print):
+    torch = _lazy_torch()
+    from transformers import Gemma4ForConditionalGeneration
+
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        for p in ("onnx", "reference", "images"):
+            if (out_dir / p).exists():
+                shutil.rmtree(out_dir / p)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    set_determinism(0)
+    cfg = tiny_config()
+    cfg._attn_implementation = "eager"
+    model = Gemma4ForConditionalGeneration(cfg)
+    randomize_model(model, seed)
+    model.eval()
+    assert model.lm_head.weight.data_ptr() == model.model.language_model.embed_tokens.weight.data_ptr()
+
+    with tempfile.TemporaryDirectory() as ck:
+        ck = Path(ck)
+        model.save_pretrained(ck)
+        build_tiny_tokenizer(ck)
+        write_side_files(ck)
+        write_json(ck / "generation_config.json", generation_config())
+        log("exporting tiny model")
+        exported = cmd_export(ck, out_dir, list(dtypes), log=log)
+    # config.json: drop volatile keys
+    write_images(out_dir / "images")
+    log("writing reference (transformers)")
+    make_reference(out_dir, exported, log=log)
+    write_manifest(out_dir)
+
+
+def write_manifest(out_dir: Path):
+    files = {}
+    for p in sorted(out_dir.rglob("*")):
+        if p.is_file() and p.name != "MANIFEST.json":
+            files[str(p.relative_to(out_dir))] = {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+    write_json(out_dir / "MANIFEST.json", files)
+
+
+# --------------------------------------------------------------------------------------
+# verify (onnxruntime vs reference.json)
+# --------------------------------------------------------------------------------------
+
+
+class OrtModel:
+    def __init__(self, d: Path, variant: str = ""):
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        suf = "" if variant in ("", "fp32") else f"_{variant}"
+        self.dir = d
+        self.vision = ort.InferenceSession(str(d / "onnx" / f"vision_encoder{suf}.onnx"), so, providers=["CPUExecutionProvider"])
+        self.embed = ort.InferenceSession(str(d / "onnx" / f"embed_tokens{suf}.onnx"), so, providers=["CPUExecutionProvider"])
+        self.decoder = ort.InferenceSession(str(d / "onnx" / f"decoder_model_merged{suf}.onnx"), so, providers=["CPUExecutionProvider"])
+        self.cfg = json.loads((d / "config.json").read_text())
+        self.past_inputs = [i for i in self.decoder.get_inputs() if i.name.startswith("past_key_values.")]
+        self.float_dtype = np.float16 if self.embed.get_outputs()[0].type == "tensor(float16)" else np.float32
+
+    def image_features(self, pixel_values, positions):
+        return self.vision.run(["image_features"], {"pixel_values": pixel_values.astype(np.float32),
+                                                     "pixel_position_ids": positions.astype(np.int64)})[0]
+
+    def generate(self, input_ids, attention_mask, image_features=None, n_steps=32):
+        """Greedy loop exactly as the Rust side should do it. Returns (prefill_logits, tokens, step_logits)."""
+        ids = np.asarray(input_ids, dtype=np.int64)
+        am = np.asarray(attention_mask, dtype=np.int64)
+        B = ids.shape[0]
+        pos = np.cumsum(am, -1) - 1
+        pos[am == 0] = 0
+        emb, pli = self.embed.run(None, {"input_ids": ids})
+        if image_features is not None:
+            mask = ids == self.cfg["image_token_id"]
+            assert mask.sum() == image_features.shape[0], (mask.sum(), image_features.shape)
+            emb = emb.copy()
+            emb[mask] = image_features.astype(emb.dtype)
+        past = {}
+        for inp in self.past_inputs:
+            dt = np.float16 if inp.type == "tensor(float16)" else np.float32
+            past[inp.name] = np.zeros((B, inp.shape[1], 0, inp.shape[3]), dtype=dt)
+        has_keep = any(i.name == "num_logits_to_keep" for i in self.decoder.get_inputs())
+        out_names = [o.name for o in self.decoder.get_outputs()]
+        tokens = [[] for _ in range(B)]
+        step_logits = []
+        cur_emb, cur_pli, cur_pos = emb, pli, pos
+        prefill = None
+        for step in range(n_steps):
+            feed = {"inputs_embeds": cur_emb, "per_layer_inputs": cur_pli, "attention_mask": am, "position_ids": cur_pos}
+            if has_keep:
+                feed["num_logits_to_keep"] = np.array(1, dtype=np.int64)
+            feed.update(past)
+            outs = self.decoder.run(None, feed)
+            res = dict(zip(out_names, outs))
+            logits = res["logits"][:, -1, :].astype(np.float32)
+            if prefill is None:
+                prefill = logits
+            step_logits.append(logits)
+            nxt = logits.argmax(-1)
+            for b in range(B):
+                tokens[b].append(int(nxt[b]))
+            past = {n.replace("present.", "past_key_values."): v for n, v in res.items() if n.startswith("present.")}
+            cur_emb, cur_pli = self.embed.run(None, {"input_ids": nxt[:, None].astype(np.int64)})
+            am = np.concatenate([am, np.ones((B, 1), dtype=np.int64)], axis=1)
+            cur_pos = cur_pos[:, -1:] + 1
+        return prefill, tokens, np.stack(step_logits, 1)
+
+
+def _load_bin(d: Path, entry):
+    dt = {"f32": "<f4", "u8": "u1", "i64": "<i8"}[entry["dtype"]]
+    return np.fromfile(d / entry["file"], dtype=dt).reshape(entry["shape"])
+
+
+def _pixels_for(d: Path, ref, image_rel: str, budget: int):
+    for e in ref["preprocessing"]:
+        if e["image"] == image_rel and e["max_soft_tokens"] == budget and "pixel_u8" in e:
+            u8 = _load_bin(d, e["pixel_u8"])
+            pv = np.zeros((e["max_patches"], 768), dtype=np.float32)
+            pv[: u8.shape[0]] = u8.astype(np.float32) * np.float32(1 / 255)
+            pos = _load_bin(d, e["image_position_ids"])
+            return pv, pos
+    raise KeyError((image_rel, budget))
+
+
+def cmd_verify(out_dir, variants=("fp32", "fp16", "q4"), log=print, strict=True):
+    d = Path(out_dir)
+    ref = json.loads((d / "reference.json").read_text())
+    report = {}
+    ok = True
+    tol = {"fp32": {"features": 1e-5, "logits": 1e-4}}
+    for var in variants:
+        suf = "" if var == "fp32" else f"_{var}"
+        if not (d / "onnx" / f"decoder_model_merged{suf}.onnx").exists():
+            continue
+        m = OrtModel(d, var)
+        r = {}
+        # ---- vision
+        v = ref["vision"]
+        pvs, poss = zip(*[_pixels_for(d, ref, im, v["max_soft_tokens"]) for im in v["images"]])
+        feats = m.image_features(np.stack(pvs), np.stack(poss)).astype(np.float32)
+        exp = _load_bin(d, v["image_features"])
+        assert feats.shape == exp.shape, (feats.shape, exp.shape)
+        r["vision_features_max_abs_diff"] = float(np.abs(feats - exp).max())
+        r["vision_features_max_abs"] = float(np.abs(exp).max())
+        # ---- generation cases
+        for case in ref["generation"]:
+            imfeat = None
+            imgs = [im for row in case["images"] for im in row]
+            if imgs:
+                pvs, poss = zip(*[_pixels_for(d, ref, im, case["max_soft_tokens"]) for im in imgs])
+                imfeat = m.image_features(np.stack(pvs), np.stack(poss))
+            n = len(case["greedy_tokens"][0])
+            prefill, toks, steps = m.generate(case["input_ids"], case["attention_mask"], imfeat, n_steps=n)
+            exp_prefill = np.array(case["prefill_last_logits"], dtype=np.float32)
+            exp_last = np.array(case["last_step_logits"], dtype=np.float32)
+            exp_stepmax = np.array(case["step_max_logits"], dtype=np.float32)
+            cr = {
+                "prefill_logits_max_abs_diff": float(np.abs(prefill - exp_prefill).max()),
+                "last_step_logits_max_abs_diff": float(np.abs(steps[:, -1] - exp_last).max()),
+                "step_max_logits_max_abs_diff": float(np.abs(steps.max(-1) - exp_stepmax).max()),
+                "tokens_identical": toks == case["greedy_tokens"],
+                "steps": n,
+            }
+            if not cr["tokens_identical"]:
+                first = [next((i for i, (a, b) in enumerate(zip(x, y)) if a != b), None)
+                         for x, y in zip(toks, case["greedy_tokens"])]
+                cr["first_token_mismatch"] = first
+            r[case["name"]] = cr
+        report[var] = r
+        if var == "fp32":
+            t = tol["fp32"]
+            if r["vision_features_max_abs_diff"] > t["features"]:
+                ok = False
+            for case in ref["generation"]:
+                cr = r[case["name"]]
+                if cr["prefill_logits_max_abs_diff"] > t["logits"] or cr["last_step_logits_max_abs_diff"] > t["logits"] \
+                        or not cr["tokens_identical"]:
+                    ok = False
+    log(json.dumps(report, indent=2))
+    log("VERIFY " + ("PASSED" if ok else "FAILED") + " (fp32 tolerances: features 1e-5, logits 1e-4, identical tokens; "
+        "fp16/q4 numbers are informational)")
+    if strict and not ok:
+        raise SystemExit(1)
+    return report, ok
+
+
+# --------------------------------------------------------------------------------------
+# big-vision (benchmark model)
+# --------------------------------------------------------------------------------------
+
+
+def big_vision_config():
+    cfg = tiny_config()
+    v = cfg.vision_config
+    v.hidden_size = 768
+    v.intermediate_size = 3072
+    v.num_hidden_layers = 16
+    v.num_attention_heads = 12
+    v.num_key_value_heads = 12
+    v.head_dim = 64
+    v.patch_size = 16
+    v.pooling_kernel_size = 3
+    v.position_embedding_size = 10240
+    v.use_clipped_linears = True
+    v.standardize = False
+    return cfg
+
+
+def cmd_big_vision(out_dir, seed=7, dtypes=("fp32",), log=print):
+    from transformers import Gemma4Config, Gemma4ForConditionalGeneration
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    set_determinism(0)
+    cfg = big_vision_config()
+    cfg = Gemma4Config.from_dict(cfg.to_dict())
+    cfg._attn_implementation = "eager"
+    model = Gemma4ForConditionalGeneration(cfg)
+    randomize_model(model, seed)
+    model.eval()
+    with tempfile.TemporaryDirectory() as ck:
+        ck = Path(ck)
+        model.save_pretrained(ck)
+        build_tiny_tokenizer(ck)
+        write_side_files(ck)
+        cmd_export(ck, out_dir, list(dtypes), log=log)
+    log(f"big-vision model written to {out_dir}")
+
+
+# --------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("export", help="export a Gemma4ForConditionalGeneration checkpoint")
+    p.add_argument("checkpoint_dir")
+    p.add_argument("out_dir")
+    p.add_argument("--dtype", default="fp32,fp16", help="comma list of fp32, fp16, q4")
+    p = sub.add_parser("tiny", help="build + export the tiny test model with reference.json")
+    p.add_argument("out_dir")
+    p.add_argument("--no-q4", action="store_true")
+    p = sub.add_parser("verify", help="compare onnxruntime with reference.json")
+    p.add_argument("out_dir")
+    p.add_argument("--variants", default="fp32,fp16,q4")
+    p = sub.add_parser("big-vision", help="random model with real E2B vision dims, for benchmarks")
+    p.add_argument("out_dir")
+    p.add_argument("--dtype", default="fp32")
+    a = ap.parse_args(argv)
+    if a.cmd == "export":
+        cmd_export(a.checkpoint_dir, a.out_dir, a.dtype.split(","))
+    elif a.cmd == "tiny":
+        cmd_tiny(a.out_dir, dtypes=("fp32", "fp16") if a.no_q4 else ("fp32", "fp16", "q4"))
+    elif a.cmd == "verify":
+        cmd_verify(a.out_dir, variants=a.variants.split(","))
+    elif a.cmd == "big-vision":
+        cmd_big_vision(a.out_dir, dtypes=a.dtype.split(","))
+
+
+if __name__ == "__main__":
+    main()

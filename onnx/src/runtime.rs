@@ -1,0 +1,140 @@
+//! ONNX Runtime: the pinned builds quire provisions, and loading one into this process.
+
+use crate::provision::{Located, Platform, ProvisionError, Provisioner, RuntimeSpec, WheelFile};
+use std::path::Path;
+use std::sync::OnceLock;
+
+/// The CPU build, from the `onnxruntime` wheel.
+pub static ONNXRUNTIME: RuntimeSpec = RuntimeSpec {
+    name: "onnxruntime",
+    package: "onnxruntime",
+    version: "1.31.1",
+    env_var: "QUIRE_ORT_LIB",
+    library: "libonnxruntime.so.1.31.1",
+    licence_markers: &["LICENSE", "ThirdPartyNotices"],
+    platforms: &[
+        Platform {
+            target: "x86_64-linux",
+            pip_platform: "manylinux_2_28_x86_64",
+            files: &[
+                WheelFile {
+                    member: "onnxruntime/capi/libonnxruntime.so.1.31.1",
+                    install_as: "libonnxruntime.so.1.31.1",
+                    sha256: "fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3",
+                },
+                WheelFile {
+                    member: "onnxruntime/capi/libonnxruntime_providers_shared.so",
+                    install_as: "libonnxruntime_providers_shared.so",
+                    sha256: "086ec1d5388f64153d9c63470d126693db9a182c8ce236d3a1119068471b8a0d",
+                },
+            ],
+        },
+        Platform {
+            target: "aarch64-linux",
+            pip_platform: "manylinux_2_28_aarch64",
+            files: &[
+                WheelFile {
+                    member: "onnxruntime/capi/libonnxruntime.so.1.31.1",
+                    install_as: "libonnxruntime.so.1.31.1",
+                    sha256: "8aa3b76b28c778a2b1dd660d34161adb1d508c9ccd04ff9dc80e26eca5df8467",
+                },
+                WheelFile {
+                    member: "onnxruntime/capi/libonnxruntime_providers_shared.so",
+                    install_as: "libonnxruntime_providers_shared.so",
+                    sha256: "3b6be288fbfb7dff8770d08a23defdde18e8f7e0f5a2b344a0e5e238c999ea88",
+                },
+            ],
+        },
+    ],
+};
+
+/// The CUDA 13 build (CUDA and TensorRT providers), from the `onnxruntime-gpu` wheel. The CUDA
+/// libraries themselves (cuBLAS, cuDNN, cudart) come from the system or the NVIDIA wheels.
+pub static ONNXRUNTIME_GPU: RuntimeSpec = RuntimeSpec {
+    name: "onnxruntime-gpu",
+    package: "onnxruntime-gpu",
+    version: "1.31.1",
+    env_var: "QUIRE_ORT_LIB",
+    library: "libonnxruntime.so.1.31.1",
+    licence_markers: &["LICENSE", "ThirdPartyNotices"],
+    platforms: &[Platform {
+        target: "x86_64-linux",
+        pip_platform: "manylinux_2_28_x86_64",
+        files: &[
+            WheelFile {
+                member: "onnxruntime/capi/libonnxruntime.so.1.31.1",
+                install_as: "libonnxruntime.so.1.31.1",
+                sha256: "5104254339ecadae808da771bd0b63b240f0dbd466514234905e54372435c303",
+            },
+            WheelFile {
+                member: "onnxruntime/capi/libonnxruntime_providers_shared.so",
+                install_as: "libonnxruntime_providers_shared.so",
+                sha256: "086ec1d5388f64153d9c63470d126693db9a182c8ce236d3a1119068471b8a0d",
+            },
+            WheelFile {
+                member: "onnxruntime/capi/libonnxruntime_providers_cuda.so",
+                install_as: "libonnxruntime_providers_cuda.so",
+                sha256: "d5290158115fa5569a3fe8f1f4037ee9b0e86658a96e52f852bbb7039aa88137",
+            },
+            WheelFile {
+                member: "onnxruntime/capi/libonnxruntime_providers_tensorrt.so",
+                install_as: "libonnxruntime_providers_tensorrt.so",
+                sha256: "1882ee49fdb0e6fc2d272b00cfaf9a3310bf8580a34385c0eec4d82014ea172e",
+            },
+        ],
+    }],
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Provision(#[from] ProvisionError),
+    #[error("could not load ONNX Runtime from {path}: {reason}")]
+    Load { path: String, reason: String },
+    #[error("ONNX Runtime environment: {0}")]
+    Environment(String),
+}
+
+/// The runtime quire wants: the GPU build when asked for, else the CPU build.
+pub fn spec(gpu: bool) -> &'static RuntimeSpec {
+    if gpu {
+        &ONNXRUNTIME_GPU
+    } else {
+        &ONNXRUNTIME
+    }
+}
+
+static ENVIRONMENT: OnceLock<(ort::environment::Environment, Located)> = OnceLock::new();
+
+/// Loads ONNX Runtime into this process (once) and returns its environment. The library is
+/// provisioned first if needed. Later calls return the first environment whatever they ask.
+pub fn environment(
+    provisioner: &Provisioner,
+    gpu: bool,
+) -> Result<&'static (ort::environment::Environment, Located), RuntimeError> {
+    if let Some(env) = ENVIRONMENT.get() {
+        return Ok(env);
+    }
+    let located = provisioner.ensure(spec(gpu))?;
+    let env = load_library(&located.library)?;
+    let _ = ENVIRONMENT.set((env, located));
+    Ok(ENVIRONMENT.get().expect("just set"))
+}
+
+/// Loads the library at `path` and builds the process's one environment.
+pub fn load_library(path: &Path) -> Result<ort::environment::Environment, RuntimeError> {
+    let builder = ort::init_from(path).map_err(|e| RuntimeError::Load {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    builder
+        .with_name("quire")
+        .with_telemetry(false)
+        .build()
+        .map_err(|e| RuntimeError::Environment(e.to_string()))
+}
+
+/// The build string the loaded library reports (branch, commit, flags).
+pub fn loaded_version() -> String {
+    ort::info().to_string()
+}

@@ -1,0 +1,16 @@
+//! One module per subcommand.
+
+pub mod generate;
+pub mod render;
+pub mod setup;
+
+/// Options every subcommand sees.
+pub struct Global {
+    pub offline: bool,
+}
+
+impl Global {
+    pub fn provisioner(&self) -> quire_onnx::provision::Provisioner {
+        quire_onnx::provision::Provisioner::from_env(self.offline)
+    }
+}

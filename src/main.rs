@@ -1,0 +1,82 @@
+//! The `quire` command line. Each subcommand lives in `cmd/`; this file only dispatches and maps
+//! errors to exit codes.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Exit codes, documented in the README.
+pub mod exit {
+    /// Everything succeeded.
+    pub const OK: u8 = 0;
+    /// Something failed before any input was processed: bad flags, config, model or runtime.
+    pub const USAGE: u8 = 2;
+    /// Some inputs failed; the others were processed.
+    pub const PARTIAL: u8 = 3;
+}
+
+#[derive(Parser)]
+#[command(name = "quire", version, about = "Documents to structured data with Gemma 4, on your own machines")]
+struct Cli {
+    /// Never download anything; a missing runtime is an error (also QUIRE_OFFLINE=1).
+    #[arg(long, global = true, env = "QUIRE_OFFLINE", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false)]
+    offline: bool,
+
+    /// More log output (-v debug, -vv trace). Logs go to stderr.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install (or check) the ONNX Runtime and PDFium libraries quire needs.
+    Setup(cmd::setup::SetupArgs),
+    /// Render PDF pages and images exactly as the model will see them (PNG + JSON lines).
+    Render(cmd::render::RenderArgs),
+    /// Run Gemma 4 on one image and a prompt: a quick check of a model directory.
+    Generate(cmd::generate::GenerateArgs),
+    /// Internal: a PDFium worker process driven by the pipeline over stdin/stdout.
+    #[command(hide = true)]
+    PdfWorker(cmd::render::PdfWorkerArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let global = cmd::Global {
+        offline: cli.offline,
+    };
+    let result = match cli.command {
+        Command::Setup(args) => cmd::setup::run(&global, args),
+        Command::Render(args) => cmd::render::run(&global, args),
+        Command::Generate(args) => cmd::generate::run(&global, args),
+        Command::PdfWorker(args) => cmd::render::pdf_worker(args),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(exit::USAGE)
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn,ort=warn",
+        1 => "info,ort=warn",
+        2 => "debug,ort=warn",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_env("QUIRE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
