@@ -317,11 +317,20 @@ impl Provisioner {
                 .as_bytes(),
         )?;
 
-        if dest.exists() {
+        // A stale folder without a marker is an interrupted install: replace it. One with a
+        // marker was completed meanwhile by another process: keep it, drop ours.
+        if dest.exists() && !dest.join(MARKER).is_file() {
             fs::remove_dir_all(&dest).map_err(io_err(&dest))?;
         }
-        let staged = staging.keep();
-        fs::rename(&staged, &dest).map_err(io_err(&dest))?;
+        if !dest.exists() {
+            let staged = staging.keep();
+            if let Err(e) = fs::rename(&staged, &dest) {
+                let _ = fs::remove_dir_all(&staged);
+                if !dest.join(MARKER).is_file() {
+                    return Err(io_err(&dest)(e));
+                }
+            }
+        }
         Ok(Located {
             runtime: spec.name,
             version: spec.version,
