@@ -791,6 +791,10 @@ def tiny_config():
     return cfg
 
 
+POST_NORM_SCALE = 2.0
+EMBED_STD = 0.15
+
+
 def randomize_model(model, seed: int):
     """Deterministically randomise every parameter and every persistent buffer that
     transformers initialises to a constant (norm weights, layer scalars, 2-D position
@@ -808,9 +812,9 @@ def randomize_model(model, seed: int):
                 w = torch.rand(p.shape, generator=gen) + 0.5  # U(0.5, 1.5)
                 # Scale choices keep the random model out of the "copy the last token"
                 # regime of tied embeddings; the final soft-cap still matters (|logit|
-                # up to ~5, capping moves the top logit by ~0.05): post-sublayer norms x3.
+                # up to ~5, capping moves the top logit by ~0.05): post-sublayer norms x2 (see POST_NORM_SCALE).
                 if "post_" in name:
-                    w = w * 3.0
+                    w = w * POST_NORM_SCALE
                 if name == "model.language_model.norm.weight":
                     w = w * 1.0
                 p.copy_(w)
@@ -819,7 +823,7 @@ def randomize_model(model, seed: int):
             elif "embed_tokens_per_layer" in name:
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
             elif "embed_tokens" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
+                p.copy_(torch.randn(p.shape, generator=gen) * EMBED_STD)
             elif p.dim() == 2:
                 fan_in = p.shape[1]
                 p.copy_(torch.randn(p.shape, generator=gen) / math.sqrt(fan_in))
