@@ -793,6 +793,7 @@ def tiny_config():
 
 POST_NORM_SCALE = 2.0
 EMBED_STD = 0.15
+QK_NORM_SCALE = 0.5
 
 
 def randomize_model(model, seed: int):
@@ -815,6 +816,11 @@ def randomize_model(model, seed: int):
                 # up to ~5, capping moves the top logit by ~0.05): post-sublayer norms x2 (see POST_NORM_SCALE).
                 if "post_" in name:
                     w = w * POST_NORM_SCALE
+                if "q_norm" in name or "k_norm" in name:
+                    # attention scaling is 1.0 in Gemma 4: keep q.k moderate so the softmax is
+                    # not so sharp that fp32 kernel differences (torch vs onnxruntime) grow
+                    # past the 1e-5 / 1e-4 parity tolerances
+                    w = w * QK_NORM_SCALE
                 if name == "model.language_model.norm.weight":
                     w = w * 1.0
                 p.copy_(w)
@@ -899,7 +905,7 @@ IMAGE_SPECS = [
     ("grad_1280x640", 1280, 640),
     ("tall_300x1000", 300, 1000),
     ("extreme_50x400", 50, 400),
-    ("strip_4000x30", 4000, 30),  # hits the "height rounds to 0" branch at budgets 70/140
+    ("strip_2000x24", 2000, 24),  # hits the "height rounds to 0" branch at budget 70
 ]
 
 
