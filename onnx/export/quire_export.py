@@ -1086,6 +1086,16 @@ def make_reference(out_dir: Path, model, n_steps=32, log=print):
             {"role": "assistant", "content": "<|channel>thought\nhmm<channel|>Hello! How can I help?"},
             {"role": "user", "content": [{"type": "text", "text": "Read this."}, {"type": "image"}]},
         ], {}),
+        ("developer_and_tools", [
+            {"role": "developer", "content": "Use tools when needed."},
+            {"role": "user", "content": "Total?"},
+        ], {"tools": [{"type": "function", "function": {"name": "get_total", "description": "Sum an invoice"}}]}),
+        ("strip_two_thought_spans", [
+            {"role": "user", "content": "Q"},
+            {"role": "assistant", "content": "A<|channel>x<channel|>B<|channel>y<channel|>C"},
+            {"role": "user", "content": "Again"},
+        ], {}),
+        ("thinking_no_system", [{"role": "user", "content": "Think."}], {"enable_thinking": True}),
     ]
     for cname, msgs, kw in golden_msgs:
         rendered = proc.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False, **kw)
@@ -1107,13 +1117,15 @@ def make_reference(out_dir: Path, model, n_steps=32, log=print):
                             per.append(images[it["image_name"]])
             imgs.append(per)
         has_img = any(len(p) for p in imgs)
-        kwargs = dict(text=texts, return_tensors="pt", padding=True)
+        # the template already emits <bos>: no second one (HF apply_chat_template does the same)
+        kwargs = dict(text=texts, return_tensors="pt", padding=True, add_special_tokens=False)
         if has_img:
             kwargs["images"] = imgs
             kwargs["images_kwargs"] = {"max_soft_tokens": budget}
         inputs = proc(**kwargs)
         input_ids = inputs["input_ids"]
         am = inputs["attention_mask"]
+        assert int((input_ids == 2).sum()) == len(texts), "exactly one <bos> per prompt"
         fwd = dict(input_ids=input_ids, attention_mask=am, position_ids=hf_position_ids(am))
         if has_img:
             fwd["pixel_values"] = inputs["pixel_values"]
@@ -1146,8 +1158,8 @@ def make_reference(out_dir: Path, model, n_steps=32, log=print):
             "first_eos_step": [next((i for i, t in enumerate(row) if t in (1, 106, 50)), None) for row in seqs.tolist()],
         }
         if has_img:
-            case["num_soft_tokens"] = [int(v) for v in inputs["num_soft_tokens_per_image"]] \
-                if "num_soft_tokens_per_image" in inputs else None
+            flat = [im for per in imgs for im in per]
+            case["num_soft_tokens"] = [int(v) for v in ip(flat, max_soft_tokens=budget)["num_soft_tokens_per_image"]]
             case["image_token_count"] = [int(v) for v in (input_ids == model.config.image_token_id).sum(1)]
         # check HF prefill logits == generate's first-step scores (same maths, different path)
         d = float(np.abs(scores[:, 0, :] - logits).max())
