@@ -81,6 +81,9 @@ mod tests {
         std::os::unix::fs::symlink(&target, &link).unwrap();
         write_atomic(&link, b"new", DEFAULT_MODE).unwrap();
         assert_eq!(std::fs::read(&target).unwrap(), b"keep");
-        assert!(!std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert!(!std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
     }
 }

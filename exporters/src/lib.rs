@@ -2,5 +2,6 @@
 //! JSONL, CSV, Markdown). Knows nothing about models or PDFs.
 
 pub mod atomic;
+pub mod formats;
 pub mod layout;
 pub mod record;

@@ -1,0 +1,324 @@
+//! The output formats: a JSON file and a Markdown file per document, and `results.jsonl` /
+//! `results.csv` over all documents of a run.
+
+use crate::atomic::write_atomic;
+use crate::layout::{output_path, prepare_parent, LayoutError};
+use crate::record::DocumentRecord;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    Json,
+    Jsonl,
+    Csv,
+    Markdown,
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "json" => Ok(Format::Json),
+            "jsonl" => Ok(Format::Jsonl),
+            "csv" => Ok(Format::Csv),
+            "md" | "markdown" => Ok(Format::Markdown),
+            other => Err(format!(
+                "unknown output format {other:?}: expected json, jsonl, csv or md"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("--format csv needs a flat schema (an object of scalar properties): {0}")]
+    NotFlat(String),
+}
+
+pub const JSONL_NAME: &str = "results.jsonl";
+pub const CSV_NAME: &str = "results.csv";
+
+/// Writes the outputs of one run under `out`.
+#[derive(Debug, Clone)]
+pub struct Exporter {
+    out: PathBuf,
+    formats: Vec<Format>,
+    mode: u32,
+    csv_columns: Vec<String>,
+}
+
+impl Exporter {
+    /// `schema` is the user's JSON Schema for `extract`; CSV takes its columns from it.
+    pub fn new(
+        out: &Path,
+        formats: &[Format],
+        mode: u32,
+        schema: Option<&Value>,
+    ) -> Result<Self, ExportError> {
+        let csv_columns = if formats.contains(&Format::Csv) {
+            flat_columns(schema)?
+        } else {
+            Vec::new()
+        };
+        Ok(Exporter {
+            out: out.to_path_buf(),
+            formats: formats.to_vec(),
+            mode,
+            csv_columns,
+        })
+    }
+
+    pub fn out(&self) -> &Path {
+        &self.out
+    }
+
+    /// The per-document files (`<source>.json`, `<source>.md`) for the document at `relative`
+    /// (its path under its input root). Returns the paths written.
+    pub fn write_document(
+        &self,
+        relative: &Path,
+        record: &DocumentRecord,
+    ) -> Result<Vec<PathBuf>, ExportError> {
+        let mut written = Vec::new();
+        if self.formats.contains(&Format::Json) {
+            let path = output_path(&self.out, relative, "json")?;
+            self.write(&path, &document_json(record))?;
+            written.push(path);
+        }
+        if self.formats.contains(&Format::Markdown) {
+            if let Some(text) = &record.text {
+                let path = output_path(&self.out, relative, "md")?;
+                let mut bytes = text.clone().into_bytes();
+                if !bytes.ends_with(b"\n") {
+                    bytes.push(b'\n');
+                }
+                self.write(&path, &bytes)?;
+                written.push(path);
+            }
+        }
+        Ok(written)
+    }
+
+    /// `results.jsonl` and `results.csv` over `records` (in the order given), replaced whole.
+    pub fn write_summaries(&self, records: &[DocumentRecord]) -> Result<(), ExportError> {
+        if self.formats.contains(&Format::Jsonl) {
+            let mut bytes = Vec::new();
+            for record in records {
+                serde_json::to_writer(&mut bytes, record).expect("records serialize");
+                bytes.push(b'\n');
+            }
+            self.write(&self.out.join(JSONL_NAME), &bytes)?;
+        }
+        if self.formats.contains(&Format::Csv) {
+            let bytes = csv_table(&self.csv_columns, records);
+            self.write(&self.out.join(CSV_NAME), &bytes)?;
+        }
+        Ok(())
+    }
+
+    fn write(&self, path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
+        prepare_parent(&self.out, path)?;
+        write_atomic(path, bytes, self.mode).map_err(|source| ExportError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}
+
+/// The per-document JSON: pretty, schema key order kept, newline-terminated.
+pub fn document_json(record: &DocumentRecord) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec_pretty(record).expect("records serialize");
+    bytes.push(b'\n');
+    bytes
+}
+
+/// CSV columns of a flat schema: its properties in schema order.
+fn flat_columns(schema: Option<&Value>) -> Result<Vec<String>, ExportError> {
+    let Some(schema) = schema else {
+        // Without a schema (ocr, prompt) the table holds the provenance columns only.
+        return Ok(Vec::new());
+    };
+    let properties = schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .ok_or_else(|| ExportError::NotFlat("the schema has no `properties`".into()))?;
+    let mut columns = Vec::new();
+    for (name, property) in properties {
+        if !is_scalar(property) {
+            return Err(ExportError::NotFlat(format!(
+                "property `{name}` is not a string, number, integer, boolean or null"
+            )));
+        }
+        columns.push(name.clone());
+    }
+    Ok(columns)
+}
+
+fn is_scalar(property: &Value) -> bool {
+    let scalar = |t: &str| matches!(t, "string" | "number" | "integer" | "boolean" | "null");
+    match property.get("type") {
+        Some(Value::String(t)) => scalar(t),
+        Some(Value::Array(ts)) => ts.iter().all(|t| t.as_str().is_some_and(scalar)),
+        // `enum`/`const` without a type: scalar when every value is.
+        None => property
+            .get("enum")
+            .and_then(Value::as_array)
+            .map(|vs| vs.iter().all(|v| !v.is_object() && !v.is_array()))
+            .or_else(|| {
+                property
+                    .get("const")
+                    .map(|v| !v.is_object() && !v.is_array())
+            })
+            .unwrap_or(false),
+        _ => false,
+    }
+}
+
+fn csv_table(columns: &[String], records: &[DocumentRecord]) -> Vec<u8> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    let mut header = vec!["source", "content_sha256", "page_count"];
+    header.extend(columns.iter().map(String::as_str));
+    header.push("error");
+    writer.write_record(&header).expect("in-memory csv");
+    for record in records {
+        let mut row = vec![
+            record.source.clone(),
+            record.content_sha256.clone(),
+            record.page_count.to_string(),
+        ];
+        for column in columns {
+            let value = record.data.as_ref().and_then(|d| d.get(column));
+            row.push(match value {
+                None | Some(Value::Null) => String::new(),
+                Some(Value::String(s)) => s.clone(),
+                Some(other) => other.to_string(),
+            });
+        }
+        row.push(
+            record
+                .error
+                .as_ref()
+                .map(|e| format!("{}: {}", e.kind, e.message))
+                .unwrap_or_default(),
+        );
+        writer.write_record(&row).expect("in-memory csv");
+    }
+    writer.into_inner().expect("in-memory csv")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::*;
+
+    fn record(source: &str, data: Option<Value>, error: Option<ErrorRecord>) -> DocumentRecord {
+        DocumentRecord {
+            source: source.into(),
+            content_sha256: "ab".repeat(32),
+            page_count: 2,
+            task: "extract".into(),
+            settings: Settings {
+                model: "tiny".into(),
+                dtype: "fp32".into(),
+                budget: 280,
+                execution_provider: "cpu".into(),
+                schema: None,
+            },
+            data,
+            text: Some("# Page 1".into()),
+            pages: vec![],
+            tokens: TokenCounts::default(),
+            warnings: vec![],
+            error,
+            run: RunInfo::default(),
+        }
+    }
+
+    #[test]
+    fn writes_each_format_under_the_mirrored_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = serde_json::json!({"type": "object", "properties": {
+            "number": {"type": "string"}, "total": {"type": ["number", "null"]},
+            "currency": {"enum": ["EUR", "USD"]}}});
+        let formats = [Format::Json, Format::Jsonl, Format::Csv, Format::Markdown];
+        let exporter = Exporter::new(dir.path(), &formats, 0o600, Some(&schema)).unwrap();
+        let good = record(
+            "a/inv, \"1\".pdf",
+            Some(serde_json::json!({"number": "A-1", "total": 12.5, "currency": "EUR"})),
+            None,
+        );
+        let bad = record(
+            "b.pdf",
+            None,
+            Some(ErrorRecord {
+                kind: "pdf_corrupt".into(),
+                message: "not a PDF".into(),
+                page: None,
+            }),
+        );
+        let written = exporter
+            .write_document(Path::new("a/inv, \"1\".pdf"), &good)
+            .unwrap();
+        assert_eq!(written.len(), 2);
+        let json: Value = serde_json::from_slice(&std::fs::read(&written[0]).unwrap()).unwrap();
+        assert_eq!(json["data"]["number"], "A-1");
+        assert_eq!(std::fs::read_to_string(&written[1]).unwrap(), "# Page 1\n");
+        exporter
+            .write_summaries(&[good.clone(), bad.clone()])
+            .unwrap();
+        let lines = std::fs::read_to_string(dir.path().join(JSONL_NAME)).unwrap();
+        let parsed: Vec<DocumentRecord> = lines
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(parsed, vec![good, bad]);
+        let mut reader = csv::Reader::from_path(dir.path().join(CSV_NAME)).unwrap();
+        let header: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
+        assert_eq!(
+            header,
+            [
+                "source",
+                "content_sha256",
+                "page_count",
+                "number",
+                "total",
+                "currency",
+                "error"
+            ]
+        );
+        let rows: Vec<Vec<String>> = reader
+            .records()
+            .map(|r| r.unwrap().iter().map(String::from).collect())
+            .collect();
+        assert_eq!(rows[0][0], "a/inv, \"1\".pdf");
+        assert_eq!(&rows[0][3..6], ["A-1", "12.5", "EUR"]);
+        assert_eq!(rows[1][6], "pdf_corrupt: not a PDF");
+        assert_eq!(rows[1][3], "");
+    }
+
+    #[test]
+    fn csv_refuses_nested_schemas_by_name() {
+        let schema = serde_json::json!({"type": "object", "properties": {
+            "vendor": {"type": "object", "properties": {"name": {"type": "string"}}}}});
+        let err =
+            Exporter::new(Path::new("/tmp/x"), &[Format::Csv], 0o600, Some(&schema)).unwrap_err();
+        assert!(err.to_string().contains("`vendor`"), "{err}");
+    }
+
+    #[test]
+    fn parses_format_lists() {
+        assert_eq!("md".parse::<Format>().unwrap(), Format::Markdown);
+        assert!("xml"
+            .parse::<Format>()
+            .unwrap_err()
+            .contains("json, jsonl, csv or md"));
+    }
+}
