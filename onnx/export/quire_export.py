@@ -63,8 +63,15 @@ def set_determinism(seed: int = 0):
     torch.use_deterministic_algorithms(True)
 
 
+_NUM_LIST = re.compile(r"\[(\s*-?[0-9][0-9.eE+-]*(?:,\s*-?[0-9][0-9.eE+-]*)*\s*)\]")
+
+
 def write_json(path: Path, obj, indent=2):
-    path.write_text(json.dumps(obj, indent=indent, ensure_ascii=False, sort_keys=False) + "\n", encoding="utf-8")
+    text = json.dumps(obj, indent=indent, ensure_ascii=False, sort_keys=False)
+    if indent:
+        # keep numeric arrays on one line (the file is mostly logits and token ids)
+        text = _NUM_LIST.sub(lambda m: "[" + ",".join(x.strip() for x in m.group(1).split(",")) + "]", text)
+    path.write_text(text + "\n", encoding="utf-8")
 
 
 def sha256_file(path: Path) -> str:
@@ -498,7 +505,9 @@ def quantize_q4(out_dir: Path, log=print):
 
     onnx_dir = out_dir / "onnx"
     done = []
-    for base in ("vision_encoder", "embed_tokens", "decoder_model_merged"):
+    # The vision tower stays fp32 (as in the community q4 loop: fp32 vision + q4 text);
+    # 4-bit blocks over its 32/768-wide projections wreck its output on the tiny model.
+    for base in ("embed_tokens", "decoder_model_merged"):
         src = onnx_dir / f"{base}.onnx"
         if not src.exists():
             continue
@@ -949,9 +958,17 @@ def _image_processor():
 
 
 def load_processor(d: Path):
+    """transformers' Gemma4Processor from the directory, with the PIL image backend
+    (AutoProcessor picks the torchvision backend when torchvision is installed; the Rust
+    side implements PIL-style bicubic)."""
     from transformers import AutoProcessor
+    from transformers.models.gemma4.image_processing_pil_gemma4 import Gemma4ImageProcessorPil
 
-    return AutoProcessor.from_pretrained(str(d))
+    proc = AutoProcessor.from_pretrained(str(d))
+    cfg = json.loads((d / "processor_config.json").read_text())["image_processor"]
+    kw = {k: cfg[k] for k in ("max_soft_tokens", "patch_size", "pooling_kernel_size") if k in cfg}
+    proc.image_processor = Gemma4ImageProcessorPil(**kw)
+    return proc
 
 
 class BinWriter:
@@ -970,7 +987,8 @@ class BinWriter:
 
 
 def f32list(a) -> list:
-    return [float(v) for v in np.asarray(a, dtype=np.float32).reshape(-1)]
+    """float32 values as the shortest decimal that parses back to the same float32."""
+    return [float(str(v)) for v in np.asarray(a, dtype=np.float32).reshape(-1)]
 
 
 def hf_position_ids(attention_mask):
@@ -988,13 +1006,22 @@ def make_reference(out_dir: Path, model, n_steps=32, log=print):
     bw = BinWriter(out_dir)
     proc = load_processor(out_dir)
     ip = proc.image_processor
+    assert type(ip).__name__ == "Gemma4ImageProcessorPil", type(ip)
+    tv_ip = None
+    try:
+        from transformers.models.gemma4.image_processing_gemma4 import Gemma4ImageProcessor as _TV
+
+        tv_ip = _TV()
+    except Exception:  # pragma: no cover - torchvision missing
+        pass
     ref = {
         "format": "quire-gemma4-reference/1",
         "generated_by": "onnx/export/quire_export.py tiny",
         "library_versions": _versions(),
         "notes": [
             "All arrays in *.bin files are raw little-endian, row-major; see each entry's dtype/shape.",
-            "pixel_values = pixel_u8 (float32) * (1/255) exactly as transformers does (float32 multiply).",
+            "pixel_values = float32(pixel_u8) / 255.0f (correctly rounded; equals transformers' PIL backend "
+            "bit for bit. Multiplying by float32(1/255) instead is off by 1 ulp for some values).",
             "Logits are after final_logit_softcapping (30.0), which is inside the decoder graph.",
             "Greedy decoding: argmax of the last-position logits; EOS ids are NOT used to stop "
             "(the random model may emit them); 'first_eos_step' tells where a stop would have happened.",
@@ -1004,6 +1031,7 @@ def make_reference(out_dir: Path, model, n_steps=32, log=print):
         "image_processor": {
             "class": type(ip).__name__,
             "backend": "pil",
+            "note": "torchvision_backend_max_abs_u8_diff in each entry = max |torchvision-backend pixel*255 - PIL u8| (informational)",
             "resample": "PIL BICUBIC (resample=3) on uint8 RGB, then rescale 1/255; no normalization",
             "patch_size": 16, "pooling_kernel_size": 3,
         },
@@ -1027,8 +1055,8 @@ def make_reference(out_dir: Path, model, n_steps=32, log=print):
             u8f = pv[:valid] * 255.0
             u8 = np.rint(u8f).astype(np.int64)
             assert np.abs(u8f - u8).max() < 1e-3, "pixel values are not k/255"
-            assert np.array_equal((u8.astype(np.float32) * np.float32(1 / 255)).astype(np.float32), pv[:valid]), \
-                "pixel_values != u8 * float32(1/255)"
+            assert np.array_equal(u8.astype(np.float32) / np.float32(255.0), pv[:valid]), \
+                "pixel_values != float32(u8) / 255"
             entry = {
                 "image": f"images/{name}.png",
                 "input_width": w, "input_height": h,
@@ -1048,6 +1076,9 @@ def make_reference(out_dir: Path, model, n_steps=32, log=print):
             # positions: (x=col, y=row), row-major, then (-1,-1)
             exp_pos = np.stack(np.meshgrid(np.arange(pw), np.arange(ph), indexing="xy"), -1).reshape(-1, 2)
             assert np.array_equal(pid[:valid], exp_pos) and (pid[valid:] == -1).all()
+            if tv_ip is not None:
+                tv = tv_ip(images[name], max_soft_tokens=budget, return_tensors="np")["pixel_values"][0][:valid]
+                entry["torchvision_backend_max_abs_u8_diff"] = float(np.abs(tv * 255.0 - u8).max())
             if (name, budget) in full_cases:
                 entry["pixel_u8"] = bw.put(f"pixels_{name}_{budget}", u8.astype(np.uint8))
                 entry["image_position_ids"] = bw.put(f"positions_{name}_{budget}", pid.astype(np.int64))
@@ -1266,7 +1297,10 @@ class OrtModel:
         so.log_severity_level = 3
         suf = "" if variant in ("", "fp32") else f"_{variant}"
         self.dir = d
-        self.vision = ort.InferenceSession(str(d / "onnx" / f"vision_encoder{suf}.onnx"), so, providers=["CPUExecutionProvider"])
+        vpath = d / "onnx" / f"vision_encoder{suf}.onnx"
+        if not vpath.exists():  # q4 sets keep the fp32 vision tower
+            vpath = d / "onnx" / "vision_encoder.onnx"
+        self.vision = ort.InferenceSession(str(vpath), so, providers=["CPUExecutionProvider"])
         self.embed = ort.InferenceSession(str(d / "onnx" / f"embed_tokens{suf}.onnx"), so, providers=["CPUExecutionProvider"])
         self.decoder = ort.InferenceSession(str(d / "onnx" / f"decoder_model_merged{suf}.onnx"), so, providers=["CPUExecutionProvider"])
         self.cfg = json.loads((d / "config.json").read_text())
@@ -1331,7 +1365,7 @@ def _pixels_for(d: Path, ref, image_rel: str, budget: int):
         if e["image"] == image_rel and e["max_soft_tokens"] == budget and "pixel_u8" in e:
             u8 = _load_bin(d, e["pixel_u8"])
             pv = np.zeros((e["max_patches"], 768), dtype=np.float32)
-            pv[: u8.shape[0]] = u8.astype(np.float32) * np.float32(1 / 255)
+            pv[: u8.shape[0]] = u8.astype(np.float32) / np.float32(255.0)
             pos = _load_bin(d, e["image_position_ids"])
             return pv, pos
     raise KeyError((image_rel, budget))
