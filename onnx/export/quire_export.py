@@ -1175,6 +1175,7 @@ def make_reference(out_dir: Path, model, n_steps=32, log=print):
         case = {
             "name": cname,
             "batch_size": len(texts),
+            "messages": [_strip_names(m) for m in msgs_list],
             "rendered_prompts": texts,
             "max_soft_tokens": budget if has_img else None,
             "images": [[f"images/{it['image_name']}.png" for turn in m if isinstance(turn["content"], list)
@@ -1212,8 +1213,6 @@ def make_reference(out_dir: Path, model, n_steps=32, log=print):
     batch["batched_equals_unbatched"] = batch["greedy_tokens"] == batch["unbatched_greedy_tokens"]
     cases.append(batch)
     ref["generation"] = cases
-    ref["generation_messages"] = {"image_prompt": _strip_names(msgA), "text_prompt": msgT,
-                                  "image_prompt_b": _strip_names(msgB)}
     write_json(out_dir / "reference.json", ref, indent=1)
     log(f"  wrote {out_dir / 'reference.json'}")
     if not batch["batched_equals_unbatched"]:
@@ -1433,6 +1432,70 @@ def cmd_verify(out_dir, variants=("fp32", "fp16", "q4"), log=print, strict=True)
     return report, ok
 
 
+def cmd_check_dynamic(out_dir, seed=20260517, log=print):
+    """Extra check of the committed tiny model against transformers (needs torch): the vision
+    graph at every budget with 1 and 3 images, decoder num_logits_to_keep 0 / 3, and a prefill
+    split in two chunks across the sliding window. The transformers model is rebuilt from code
+    (same seed), so this also proves the committed graphs match the code."""
+    torch = _lazy_torch()
+    from PIL import Image
+    from transformers import Gemma4ForConditionalGeneration
+
+    d = Path(out_dir)
+    set_determinism(0)
+    cfg = tiny_config()
+    cfg._attn_implementation = "eager"
+    m = Gemma4ForConditionalGeneration(cfg)
+    randomize_model(m, seed)
+    m.eval()
+    o = OrtModel(d, "fp32")
+    ip = load_processor(d).image_processor
+    res = {}
+    worst = 0.0
+    for budget in SUPPORTED_BUDGETS:
+        for names in (["grad_1280x640"], ["tall_300x1000", "grad_224x224", "strip_2000x24"]):
+            ims = [Image.open(d / "images" / f"{n}.png").convert("RGB") for n in names]
+            bf = ip(ims, max_soft_tokens=budget, return_tensors="pt")
+            with torch.no_grad():
+                hf = torch.cat(m.get_image_features(pixel_values=bf["pixel_values"],
+                                                    image_position_ids=bf["image_position_ids"],
+                                                    return_dict=True).pooler_output).numpy()
+            ox = o.image_features(bf["pixel_values"].numpy(), bf["image_position_ids"].numpy())
+            diff = float(np.abs(ox - hf).max())
+            worst = max(worst, diff)
+            res[f"vision_{budget}_{len(names)}img"] = {"shape": list(ox.shape), "max_abs_diff": diff}
+    ids = torch.tensor([[2, 105, 708, 107, 518, 106, 107, 105, 534, 107] + list(range(400, 430))])
+    am = torch.ones_like(ids)
+    with torch.no_grad():
+        full = m(input_ids=ids, attention_mask=am).logits.numpy()
+    emb, pli = o.embed.run(None, {"input_ids": ids.numpy()})
+    names = [x.name for x in o.decoder.get_outputs()]
+
+    def run(e, p, a, pos, keep, past):
+        r = dict(zip(names, o.decoder.run(None, {"inputs_embeds": e, "per_layer_inputs": p, "attention_mask": a,
+                                                   "position_ids": pos, "num_logits_to_keep": np.array(keep, np.int64),
+                                                   **past})))
+        return r["logits"], {k.replace("present.", "past_key_values."): v for k, v in r.items() if k.startswith("present.")}
+
+    past = {i.name: np.zeros((1, i.shape[1], 0, i.shape[3]), np.float32) for i in o.past_inputs}
+    S = ids.shape[1]
+    amn = am.numpy()
+    lg, _ = run(emb, pli, amn, np.arange(S)[None], 0, past)
+    res["decoder_keep0_all_positions"] = float(np.abs(lg - full).max())
+    lg3, _ = run(emb, pli, amn, np.arange(S)[None], 3, past)
+    res["decoder_keep3"] = float(np.abs(lg3 - full[:, -3:]).max())
+    c = 17
+    l1, pk = run(emb[:, :c], pli[:, :c], amn[:, :c], np.arange(c)[None], 0, past)
+    l2, pk = run(emb[:, c:], pli[:, c:], amn, np.arange(c, S)[None], 0, pk)
+    res["decoder_chunked_prefill_17_23"] = float(np.abs(np.concatenate([l1, l2], 1) - full).max())
+    log(json.dumps(res, indent=1))
+    ok = worst <= 1e-5 and max(res["decoder_keep0_all_positions"], res["decoder_keep3"],
+                                res["decoder_chunked_prefill_17_23"]) <= 1e-4
+    log("CHECK-DYNAMIC " + ("PASSED" if ok else "FAILED"))
+    if not ok:
+        raise SystemExit(1)
+
+
 # --------------------------------------------------------------------------------------
 # big-vision (benchmark model)
 # --------------------------------------------------------------------------------------
@@ -1494,6 +1557,8 @@ def main(argv=None):
     p = sub.add_parser("verify", help="compare onnxruntime with reference.json")
     p.add_argument("out_dir")
     p.add_argument("--variants", default="fp32,fp16,q4")
+    p = sub.add_parser("check-dynamic", help="tiny model: all budgets / keep / chunked prefill vs transformers")
+    p.add_argument("out_dir")
     p = sub.add_parser("big-vision", help="random model with real E2B vision dims, for benchmarks")
     p.add_argument("out_dir")
     p.add_argument("--dtype", default="fp32")
@@ -1504,6 +1569,8 @@ def main(argv=None):
         cmd_tiny(a.out_dir, dtypes=("fp32", "fp16") if a.no_q4 else ("fp32", "fp16", "q4"))
     elif a.cmd == "verify":
         cmd_verify(a.out_dir, variants=a.variants.split(","))
+    elif a.cmd == "check-dynamic":
+        cmd_check_dynamic(a.out_dir)
     elif a.cmd == "big-vision":
         cmd_big_vision(a.out_dir, dtypes=a.dtype.split(","))
 
