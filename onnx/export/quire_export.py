@@ -23,7 +23,6 @@ See README.md next to this file.
 from __future__ import annotations
 
 import argparse
-import copy
 import hashlib
 import json
 import math
@@ -303,11 +302,13 @@ SIDE_FILES = (
 
 
 def load_checkpoint(ckpt_dir, dtype="fp32"):
+    """Load with eager attention (the export wrappers call transformers' eager attention).
+    dtype="fp16" loads straight to half precision (half the memory, for fp16-only exports)."""
     torch = _lazy_torch()
     from transformers import Gemma4ForConditionalGeneration
 
     model = Gemma4ForConditionalGeneration.from_pretrained(
-        ckpt_dir, dtype=torch.float32, attn_implementation="eager"
+        ckpt_dir, dtype=torch.float32 if dtype == "fp32" else torch.float16, attn_implementation="eager"
     )
     model.eval()
     return model
@@ -370,7 +371,8 @@ def _io_summary(path: Path):
 
 
 def export_model(model, out_dir: Path, dtypes=("fp32", "fp16"), external=True, opset=17, log=print):
-    """Export the three graphs of `model` (fp32 torch module) for each dtype."""
+    """Export the three graphs of `model` (fp32 torch module) for each dtype.
+    NOTE: converts `model` in place (fp32 first, then fp16)."""
     torch = _lazy_torch()
     VisionEncoder, EmbedTokens, Decoder = _build_wrappers()
     onnx_dir = out_dir / "onnx"
@@ -385,12 +387,12 @@ def export_model(model, out_dir: Path, dtypes=("fp32", "fp16"), external=True, o
     per_layer_cfg = tcfg.per_layer_config
     written = []
 
-    for dt in dtypes:
-        if dt not in ("fp32", "fp16"):
-            continue
+    for dt in [d for d in ("fp32", "fp16") if d in dtypes]:
         tdtype = torch.float32 if dt == "fp32" else torch.float16
         suffix = "" if dt == "fp32" else "_fp16"
-        m = copy.deepcopy(model).to(tdtype).eval()
+        # In place (no copy): peak memory stays ~1x the model. fp32 is exported first, so
+        # the caller's model ends up in the last exported dtype.
+        m = model.to(tdtype).eval()
         gen = torch.Generator().manual_seed(1234)
 
         # ---------------- vision ----------------
@@ -489,7 +491,6 @@ def export_model(model, out_dir: Path, dtypes=("fp32", "fp16"), external=True, o
         shutil.rmtree(tmp.parent)
         written.append(out)
         log(f"  wrote {out}")
-        del m
     return written
 
 
@@ -555,18 +556,20 @@ def cmd_export(ckpt_dir, out_dir, dtypes, log=print):
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     set_determinism(0)
-    model = load_checkpoint(ckpt_dir)
+    if "q4" in dtypes and "fp32" not in dtypes:
+        raise SystemExit("q4 is quantized from the fp32 graphs: pass --dtype fp32,q4")
+    need_fp32 = "fp32" in dtypes
+    model = load_checkpoint(ckpt_dir, "fp32" if need_fp32 else "fp16")
     export_model(model, out_dir, dtypes=[d for d in dtypes if d in ("fp32", "fp16")], log=log)
+    del model
     for name in SIDE_FILES:
         src = ckpt_dir / name
         if src.exists() and src.resolve() != (out_dir / name).resolve():
             shutil.copyfile(src, out_dir / name)
     if "q4" in dtypes:
-        if "fp32" not in dtypes:
-            raise SystemExit("q4 is quantized from the fp32 graphs: pass --dtype fp32,q4")
         quantize_q4(out_dir, log=log)
     add_transformersjs_config(out_dir)
-    return model
+    return out_dir
 
 
 # --------------------------------------------------------------------------------------
@@ -1265,7 +1268,8 @@ def cmd_tiny(out_dir, seed=20260517, dtypes=("fp32", "fp16"), log=print):
         write_side_files(ck)
         write_json(ck / "generation_config.json", generation_config())
         log("exporting tiny model")
-        exported = cmd_export(ck, out_dir, list(dtypes), log=log)
+        cmd_export(ck, out_dir, list(dtypes), log=log)
+        exported = load_checkpoint(ck)  # fresh fp32 copy (export converted its model to fp16)
     # config.json: drop volatile keys
     write_images(out_dir / "images")
     log("writing reference (transformers)")
