@@ -1,1 +1,3 @@
 pub mod pdfium;
+pub mod run;
+pub mod stage;
