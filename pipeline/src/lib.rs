@@ -1,3 +1,4 @@
 pub mod pdfium;
 pub mod run;
 pub mod stage;
+pub mod state;
