@@ -411,3 +411,75 @@ mod tests {
         assert_eq!(store.state(&a).unwrap(), Some((DocState::Running, 1)));
     }
 }
+
+/// sha256 of a file, streamed.
+pub fn file_sha256(path: &Path) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher)?;
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// The fingerprint of everything that changes a document's output: `parts` are
+/// (name, value) pairs such as model file hashes, dtype, budget, task, schema, prompt and
+/// sampling. Order-independent.
+pub fn fingerprint(parts: &[(String, String)]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut sorted: Vec<&(String, String)> = parts.iter().collect();
+    sorted.sort();
+    let mut hasher = Sha256::new();
+    for (name, value) in sorted {
+        hasher.update((name.len() as u64).to_le_bytes());
+        hasher.update(name.as_bytes());
+        hasher.update((value.len() as u64).to_le_bytes());
+        hasher.update(value.as_bytes());
+    }
+    hex::encode(hasher.finalize())
+}
+
+impl StateStore {
+    /// [`file_sha256`] remembered by (path, size, mtime): model files are gigabytes and do not
+    /// change between runs.
+    pub fn cached_file_sha256(&self, path: &Path) -> Result<String, StateError> {
+        let io = |source| StateError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let meta = std::fs::metadata(path).map_err(io)?;
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|m| m.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or_default();
+        let canonical = std::fs::canonicalize(path).map_err(io)?;
+        let key = canonical.to_string_lossy().into_owned();
+        self.conn
+            .execute_batch(
+                "CREATE TABLE IF NOT EXISTS file_hashes (
+                    path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, sha256 TEXT)",
+            )
+            .map_err(self.err())?;
+        let cached: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT sha256 FROM file_hashes WHERE path = ?1 AND size = ?2 AND mtime_ns = ?3",
+                params![key, meta.len() as i64, mtime],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.err())?;
+        if let Some(hash) = cached {
+            return Ok(hash);
+        }
+        let hash = file_sha256(path).map_err(io)?;
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO file_hashes (path, size, mtime_ns, sha256) VALUES (?1, ?2, ?3, ?4)",
+                params![key, meta.len() as i64, mtime, hash],
+            )
+            .map_err(self.err())?;
+        Ok(hash)
+    }
+}

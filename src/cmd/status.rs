@@ -1,0 +1,49 @@
+//! `quire status`: what the state store of an output folder says.
+
+use anyhow::Context;
+use clap::Args;
+use quire_pipeline::state::StateStore;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct StatusArgs {
+    /// The output folder of `quire run`.
+    #[arg(long)]
+    out: PathBuf,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(_global: &super::Global, args: StatusArgs) -> anyhow::Result<u8> {
+    let store = StateStore::open_existing(&args.out)?
+        .with_context(|| format!("{} has no quire state (no run wrote there)", args.out.display()))?;
+    let counts = store.counts()?;
+    let failures = store.failures()?;
+    let pages_per_s = if counts.span_seconds > 0.0 {
+        counts.pages_done as f64 / counts.span_seconds
+    } else {
+        0.0
+    };
+    if args.json {
+        let value = serde_json::json!({
+            "counts": counts,
+            "pages_per_second": pages_per_s,
+            "failures": failures,
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        println!(
+            "done {}  failed {}  running {}  queued {}",
+            counts.done, counts.failed, counts.running, counts.queued
+        );
+        println!(
+            "{} pages done in {:.1} s of processing ({pages_per_s:.2} pages/s over the run)",
+            counts.pages_done, counts.busy_seconds
+        );
+        for f in &failures {
+            println!("FAILED {} (attempts {}): {}", f.source, f.attempts, f.error);
+        }
+    }
+    Ok(crate::exit::OK)
+}
