@@ -29,6 +29,61 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
     sync_dir(dir)
 }
 
+/// A file written in pieces and put in place atomically by [`AtomicFile::commit`]: until then
+/// it is a dot-prefixed temporary file in the target folder; dropped without a commit, it is
+/// removed and the old file (if any) stays.
+pub struct AtomicFile {
+    path: std::path::PathBuf,
+    tmp: tempfile::NamedTempFile,
+    buf: std::io::BufWriter<std::fs::File>,
+}
+
+impl AtomicFile {
+    /// Starts writing `path` (whose parent must exist) with Unix permissions `mode`.
+    pub fn create(path: &Path, mode: u32) -> std::io::Result<AtomicFile> {
+        let dir = parent_of(path);
+        let name = path.file_name().ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "path has no file name")
+        })?;
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{}.", name.to_string_lossy()))
+            .suffix(".tmp")
+            .tempfile_in(dir)?;
+        set_mode(tmp.as_file(), mode)?;
+        let buf = std::io::BufWriter::new(tmp.as_file().try_clone()?);
+        Ok(AtomicFile {
+            path: path.to_path_buf(),
+            tmp,
+            buf,
+        })
+    }
+
+    /// Flushes, fsyncs and renames the file into place, then fsyncs the folder.
+    pub fn commit(self) -> std::io::Result<()> {
+        let AtomicFile { path, tmp, buf } = self;
+        let file = buf.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        drop(file);
+        tmp.persist(&path).map_err(|e| e.error)?;
+        sync_dir(parent_of(&path))
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buf.write(bytes)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.buf.flush()
+    }
+}
+
+fn parent_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
 #[cfg(unix)]
 fn set_mode(file: &std::fs::File, mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
@@ -69,6 +124,26 @@ mod tests {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600);
         }
+    }
+
+    #[test]
+    fn streamed_file_appears_only_on_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pages.jsonl");
+        std::fs::write(&path, b"old").unwrap();
+        let mut f = AtomicFile::create(&path, DEFAULT_MODE).unwrap();
+        f.write_all(b"line 1\n").unwrap();
+        f.write_all(b"line 2\n").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"old");
+        f.commit().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"line 1\nline 2\n");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+
+        let mut g = AtomicFile::create(&path, DEFAULT_MODE).unwrap();
+        g.write_all(b"never committed").unwrap();
+        drop(g);
+        assert_eq!(std::fs::read(&path).unwrap(), b"line 1\nline 2\n");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[cfg(unix)]

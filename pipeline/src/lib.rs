@@ -1,4 +1,24 @@
+//! quire's document pipeline: sources, PDF rendering in worker processes, images, stages.
+//!
+//! * [`sources::collect`]: files and folders → [`sources::Source`]s (sniffed, deterministic).
+//! * [`ingest::ingest`]: sources → [`render::pool::Event`]s ([`page::Page`]s at the model's
+//!   pixel size, [`error::DocError`] records, one `Finished` per document).
+//! * [`images::resize_for_budget`]: the one resize for the model.
+
+pub mod error;
+pub mod images;
+pub mod ingest;
+pub mod page;
 pub mod pdfium;
+pub mod render;
 pub mod run;
+pub mod sniff;
+pub mod sources;
 pub mod stage;
 pub mod state;
+
+pub use error::{DocError, ErrorKind};
+pub use ingest::{ingest, Ingest};
+pub use page::Page;
+pub use render::pool::{Event, Finished, PoolOptions, WorkerCommand};
+pub use sources::{collect, Source};

@@ -1,17 +1,260 @@
-//! `quire render`: pages as the model sees them. (Being built: issue 2.)
+//! `quire render`: pages exactly as the model will see them, as PNG files mirroring the input
+//! tree under `--out`, plus `pages.jsonl` with one line per page or failure.
 
+use anyhow::Context;
 use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use quire_exporters::atomic::{write_atomic, AtomicFile, DEFAULT_MODE};
+use quire_exporters::layout::{display_relative, output_path, prepare_parent};
+use quire_onnx::gemma4::image_processor::{Budget, ResizeRule};
+use quire_pipeline::images::ImageLimits;
+use quire_pipeline::{DocError, ErrorKind, Event, Page, PoolOptions, WorkerCommand};
+use serde_json::json;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 #[derive(Args)]
-pub struct RenderArgs {}
-
-#[derive(Args)]
-pub struct PdfWorkerArgs {}
-
-pub fn run(_global: &super::Global, _args: RenderArgs) -> anyhow::Result<u8> {
-    anyhow::bail!("quire render is not implemented yet")
+pub struct RenderArgs {
+    /// PDF and image files, and folders (walked recursively).
+    #[arg(required = true, value_name = "INPUT")]
+    inputs: Vec<PathBuf>,
+    /// Visual token budget: 70, 140, 280, 560 or 1120 soft tokens per page.
+    #[arg(long, default_value = "280")]
+    budget: Budget,
+    /// Output folder: PNGs mirror the input tree; pages.jsonl lists pages and failures.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// PDFium worker processes (default: one per CPU core).
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+    /// Password for encrypted PDFs (visible to other local users in the process list: prefer
+    /// --password-file).
+    #[arg(
+        long,
+        conflicts_with = "password_file",
+        env = "QUIRE_PDF_PASSWORD",
+        hide_env_values = true
+    )]
+    password: Option<String>,
+    /// File whose first line is the password for encrypted PDFs.
+    #[arg(long, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+    /// Seconds a PDF page may take before its worker is killed and the page fails.
+    #[arg(long, value_name = "SECS", default_value = "60")]
+    page_timeout: f64,
+    /// Largest image (width × height, in pixels) decoded; larger ones fail.
+    #[arg(long, value_name = "PIXELS", default_value_t = ImageLimits::default().max_pixels)]
+    max_pixels: u64,
 }
 
-pub fn pdf_worker(_args: PdfWorkerArgs) -> anyhow::Result<u8> {
-    anyhow::bail!("quire pdf-worker is not implemented yet")
+#[derive(Args)]
+pub struct PdfWorkerArgs {
+    /// The PDFium library to load.
+    #[arg(long, value_name = "LIB")]
+    pdfium: PathBuf,
+}
+
+pub fn run(global: &super::Global, args: RenderArgs) -> anyhow::Result<u8> {
+    if !(args.page_timeout > 0.0 && args.page_timeout.is_finite()) {
+        anyhow::bail!("--page-timeout must be a positive number of seconds");
+    }
+    if args.workers == Some(0) {
+        anyhow::bail!("--workers must be at least 1");
+    }
+    let password = match &args.password_file {
+        Some(file) => Some(read_password(file)?),
+        None => args.password.clone(),
+    };
+    let started = Instant::now();
+    let collected = quire_pipeline::collect(&args.inputs);
+    let worker = if collected
+        .sources
+        .iter()
+        .any(|s| s.format == quire_pipeline::sniff::Format::Pdf)
+    {
+        let pdfium = global
+            .provisioner()
+            .ensure(&quire_pipeline::pdfium::PDFIUM)
+            .context("PDFium is needed to render PDFs")?;
+        let exe = std::env::current_exe().context("locating the quire executable")?;
+        Some(WorkerCommand::quire(exe, &pdfium.library))
+    } else {
+        None
+    };
+
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating the output folder {}", args.out.display()))?;
+    let jsonl_path = args.out.join("pages.jsonl");
+    let mut jsonl = AtomicFile::create(&jsonl_path, DEFAULT_MODE)
+        .with_context(|| format!("creating {}", jsonl_path.display()))?;
+
+    let documents = collected.sources.len() as u64;
+    let progress = progress_bar(documents);
+    let mut tally = Tally::default();
+    for error in &collected.errors {
+        tally.error(&mut jsonl, error, &progress)?;
+    }
+
+    let mut opts = PoolOptions::new(args.budget, worker);
+    if let Some(n) = args.workers {
+        opts.workers = n;
+    }
+    opts.workers = opts.workers.min(collected.sources.len()).max(1);
+    opts.password = password;
+    opts.page_timeout = Duration::from_secs_f64(args.page_timeout);
+    opts.image_limits.max_pixels = args.max_pixels;
+    let rule = opts.rule;
+
+    for event in quire_pipeline::ingest(collected.sources, opts) {
+        match event {
+            Event::Page(page) => match write_page(&args.out, &page, &rule) {
+                Ok(line) => {
+                    writeln!(jsonl, "{line}")?;
+                    tally.pages += 1;
+                }
+                Err(message) => {
+                    let error = DocError::new(&page.source, ErrorKind::Output, message)
+                        .on_page(Some(page.page_index));
+                    tally.error(&mut jsonl, &error, &progress)?;
+                }
+            },
+            Event::Error(error) => tally.error(&mut jsonl, &error, &progress)?,
+            Event::Finished(_) => {
+                tally.documents += 1;
+                progress.inc(1);
+            }
+        }
+        progress.set_message(format!(
+            "{} pages, {} failures",
+            tally.pages, tally.failures
+        ));
+    }
+    progress.finish_and_clear();
+    jsonl
+        .commit()
+        .with_context(|| format!("writing {}", jsonl_path.display()))?;
+
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "rendered {} documents, {} pages in {secs:.1} s ({:.1} pages/s); {} failures{}",
+        tally.documents,
+        tally.pages,
+        tally.pages as f64 / secs.max(1e-9),
+        tally.failures,
+        if tally.failures > 0 {
+            format!(" (listed in {})", jsonl_path.display())
+        } else {
+            String::new()
+        }
+    );
+    if !collected.skipped.is_empty() {
+        eprintln!(
+            "skipped {} files that are neither PDFs nor images",
+            collected.skipped.len()
+        );
+    }
+    Ok(if tally.failures > 0 {
+        crate::exit::PARTIAL
+    } else {
+        crate::exit::OK
+    })
+}
+
+#[derive(Default)]
+struct Tally {
+    documents: u64,
+    pages: u64,
+    failures: u64,
+}
+
+impl Tally {
+    fn error(
+        &mut self,
+        jsonl: &mut AtomicFile,
+        error: &DocError,
+        progress: &ProgressBar,
+    ) -> anyhow::Result<()> {
+        self.failures += 1;
+        let mut line = serde_json::to_value(error)?;
+        line["type"] = json!("error");
+        writeln!(jsonl, "{line}")?;
+        progress.suspend(|| eprintln!("error: {error}"));
+        Ok(())
+    }
+}
+
+/// Writes the page's PNG (and its text layer, when it has one) and returns its JSON line.
+fn write_page(out: &Path, page: &Page, rule: &ResizeRule) -> Result<serde_json::Value, String> {
+    let stem = format!("p{:04}", page.page_index + 1);
+    let png =
+        output_path(out, &page.relative, &format!("{stem}.png")).map_err(|e| e.to_string())?;
+    prepare_parent(out, &png).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::with_capacity(page.image.len() / 2);
+    let encoder = image::codecs::png::PngEncoder::new_with_quality(
+        &mut bytes,
+        image::codecs::png::CompressionType::Fast,
+        image::codecs::png::FilterType::Adaptive,
+    );
+    image::ImageEncoder::write_image(
+        encoder,
+        page.image.as_raw(),
+        page.image.width(),
+        page.image.height(),
+        image::ExtendedColorType::Rgb8,
+    )
+    .map_err(|e| format!("encoding the PNG: {e}"))?;
+    write_atomic(&png, &bytes, DEFAULT_MODE)
+        .map_err(|e| format!("writing {}: {e}", png.display()))?;
+    let mut text_file = None;
+    if let Some(text) = page.text_layer.as_deref().filter(|t| !t.is_empty()) {
+        let txt =
+            output_path(out, &page.relative, &format!("{stem}.txt")).map_err(|e| e.to_string())?;
+        write_atomic(&txt, text.as_bytes(), DEFAULT_MODE)
+            .map_err(|e| format!("writing {}: {e}", txt.display()))?;
+        text_file = Some(relative_to(out, &txt));
+    }
+    let (w, h) = page.image.dimensions();
+    Ok(json!({
+        "type": "page",
+        "source": page.source,
+        "relative": display_relative(&page.relative),
+        "page_index": page.page_index,
+        "page_count": page.page_count,
+        "width": w,
+        "height": h,
+        "soft_tokens": rule.soft_tokens(h, w),
+        "points": page.points.map(|(w, h)| [w, h]),
+        "text_layer_chars": page.text_layer.as_ref().map(|t| t.chars().count()),
+        "render_ms": (page.render_ms * 1000.0).round() / 1000.0,
+        "png": relative_to(out, &png),
+        "text": text_file,
+    }))
+}
+
+fn relative_to(out: &Path, path: &Path) -> String {
+    display_relative(path.strip_prefix(out).unwrap_or(path))
+}
+
+fn read_password(file: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("reading the password file {}", file.display()))?;
+    Ok(text.lines().next().unwrap_or("").to_string())
+}
+
+fn progress_bar(documents: u64) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(documents);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} documents, {msg} [{elapsed}]")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+pub fn pdf_worker(args: PdfWorkerArgs) -> anyhow::Result<u8> {
+    quire_pipeline::render::worker::run(&args.pdfium).context("PDF worker")?;
+    Ok(crate::exit::OK)
 }

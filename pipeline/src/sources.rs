@@ -1,0 +1,241 @@
+//! Inputs: files and folders turned into a deterministic list of documents, each sniffed by its
+//! content. Folders are walked recursively in name order; symlinks are followed but loops are
+//! detected and reported, never walked forever.
+
+use crate::error::{io_error, DocError, ErrorKind};
+use crate::sniff::{sniff_file, Format, Sniffed};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// One input document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    /// The file as given or found by the walk.
+    pub path: PathBuf,
+    /// Its path relative to the input root it was found under: the file name for a file given
+    /// directly, the path below the folder for a walked file. Outputs mirror this under `--out`.
+    pub relative: PathBuf,
+    pub format: Format,
+}
+
+/// What [`collect`] found.
+#[derive(Debug, Default)]
+pub struct Collected {
+    pub sources: Vec<Source>,
+    /// Inputs that cannot be processed (missing, unreadable, not a supported format, ...).
+    pub errors: Vec<DocError>,
+    /// Files in walked folders that are neither a supported format by content nor by name
+    /// (`notes.txt`, `.DS_Store`): skipped without an error.
+    pub skipped: Vec<PathBuf>,
+}
+
+/// Collects the documents of `inputs` (files and folders), in the order given and, inside a
+/// folder, in file-name order. A file given directly must be a supported format; a file found
+/// in a folder is skipped quietly unless its content or its extension says it is a PDF or an
+/// image (then a bad one is an error that names it).
+pub fn collect(inputs: &[PathBuf]) -> Collected {
+    let mut out = Collected::default();
+    for input in inputs {
+        match std::fs::metadata(input) {
+            Err(e) => out.errors.push(io_error(input, &e)),
+            Ok(meta) if meta.is_dir() => walk(input, &mut out),
+            Ok(_) => {
+                let relative = input
+                    .file_name()
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| PathBuf::from("input"));
+                classify(input.clone(), relative, true, &mut out);
+            }
+        }
+    }
+    dedupe(&mut out);
+    out
+}
+
+fn walk(root: &Path, out: &mut Collected) {
+    let walker = walkdir::WalkDir::new(root)
+        .follow_links(true)
+        .sort_by_file_name();
+    for entry in walker {
+        match entry {
+            Err(e) => {
+                let path = e.path().unwrap_or(root).to_path_buf();
+                let message = if e.loop_ancestor().is_some() {
+                    "symlink loop: the folder links back to one of its parents; not walked again"
+                        .to_string()
+                } else if let Some(io) = e.io_error() {
+                    return out.errors.push(io_error(&path, io));
+                } else {
+                    e.to_string()
+                };
+                out.errors.push(DocError::new(path, ErrorKind::Io, message));
+            }
+            Ok(entry) => {
+                if !entry.file_type().is_file() {
+                    continue;
+                }
+                let relative = entry
+                    .path()
+                    .strip_prefix(root)
+                    .unwrap_or(entry.path())
+                    .to_path_buf();
+                classify(entry.into_path(), relative, false, out);
+            }
+        }
+    }
+}
+
+fn classify(path: PathBuf, relative: PathBuf, explicit: bool, out: &mut Collected) {
+    let claimed = Format::from_extension(&path);
+    match sniff_file(&path) {
+        Err(e) => out.errors.push(io_error(&path, &e)),
+        Ok(Sniffed::Known(format)) => out.sources.push(Source {
+            path,
+            relative,
+            format,
+        }),
+        Ok(Sniffed::Empty) if explicit || claimed.is_some() => out.errors.push(DocError::new(
+            path,
+            ErrorKind::EmptyFile,
+            "empty file (0 bytes)",
+        )),
+        Ok(Sniffed::Unknown) if explicit || claimed.is_some() => {
+            let message = match claimed {
+                Some(f) => format!(
+                    "not a {} file: the name says so but the content is not a PDF, PNG, JPEG, TIFF or WebP",
+                    format_name(f)
+                ),
+                None => "not a PDF, PNG, JPEG, TIFF or WebP file (by its content)".to_string(),
+            };
+            let kind = if claimed == Some(Format::Pdf) {
+                ErrorKind::PdfCorrupt
+            } else {
+                ErrorKind::UnsupportedFormat
+            };
+            out.errors.push(DocError::new(path, kind, message));
+        }
+        Ok(_) => out.skipped.push(path),
+    }
+}
+
+pub fn format_name(f: Format) -> &'static str {
+    match f {
+        Format::Pdf => "PDF",
+        Format::Png => "PNG",
+        Format::Jpeg => "JPEG",
+        Format::Tiff => "TIFF",
+        Format::Webp => "WebP",
+    }
+}
+
+/// The same file given twice is processed once; two different files that would write the same
+/// outputs (same relative path from different roots) make the later one an error.
+fn dedupe(out: &mut Collected) {
+    let mut seen_files = std::collections::HashSet::new();
+    let mut seen_outputs: HashMap<PathBuf, PathBuf> = HashMap::new();
+    let mut kept = Vec::with_capacity(out.sources.len());
+    for source in out.sources.drain(..) {
+        let canonical = std::fs::canonicalize(&source.path).unwrap_or_else(|_| source.path.clone());
+        if !seen_files.insert(canonical) {
+            continue;
+        }
+        if let Some(first) = seen_outputs.get(&source.relative) {
+            out.errors.push(DocError::new(
+                &source.path,
+                ErrorKind::DuplicateOutput,
+                format!(
+                    "would write the same outputs as {} (same relative name {}); render it separately",
+                    first.display(),
+                    source.relative.display()
+                ),
+            ));
+            continue;
+        }
+        seen_outputs.insert(source.relative.clone(), source.path.clone());
+        kept.push(source);
+    }
+    out.sources = kept;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(path: &Path, bytes: &[u8]) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    #[test]
+    fn walks_in_name_order_and_sniffs_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("in");
+        write(&root.join("b.pdf"), b"%PDF-1.4\n");
+        write(&root.join("a/z.png"), b"\x89PNG\r\n\x1a\nrest");
+        write(&root.join("a/y.dat"), b"%PDF-1.7 pdf without the extension");
+        write(&root.join("notes.txt"), b"hello");
+        write(&root.join("bad.jpg"), b"hello");
+        write(&root.join("empty.pdf"), b"");
+        let got = collect(std::slice::from_ref(&root));
+        let rel: Vec<_> = got.sources.iter().map(|s| s.relative.clone()).collect();
+        assert_eq!(
+            rel,
+            [PathBuf::from("a/y.dat"), "a/z.png".into(), "b.pdf".into()]
+        );
+        assert_eq!(got.sources[0].format, Format::Pdf);
+        assert_eq!(got.skipped, [root.join("notes.txt")]);
+        let kinds: Vec<_> = got
+            .errors
+            .iter()
+            .map(|e| (e.path.clone(), e.kind))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (root.join("bad.jpg"), ErrorKind::UnsupportedFormat),
+                (root.join("empty.pdf"), ErrorKind::EmptyFile)
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_inputs_and_explicit_unknown_files_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let txt = dir.path().join("notes.txt");
+        write(&txt, b"hello");
+        let missing = dir.path().join("missing.pdf");
+        let got = collect(&[txt.clone(), missing.clone()]);
+        assert!(got.sources.is_empty());
+        assert_eq!(got.errors[0].path, txt);
+        assert_eq!(got.errors[0].kind, ErrorKind::UnsupportedFormat);
+        assert_eq!(got.errors[1].path, missing);
+        assert_eq!(got.errors[1].kind, ErrorKind::NotFound);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlink_loops_are_reported_not_followed_forever() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("in");
+        write(&root.join("sub/a.pdf"), b"%PDF-1.4\n");
+        std::os::unix::fs::symlink(&root, root.join("sub/loop")).unwrap();
+        let got = collect(std::slice::from_ref(&root));
+        assert_eq!(got.sources.len(), 1);
+        assert_eq!(got.errors.len(), 1);
+        assert!(got.errors[0].message.contains("symlink loop"));
+    }
+
+    #[test]
+    fn duplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a/x.pdf");
+        let b = dir.path().join("b/x.pdf");
+        write(&a, b"%PDF-1.4\n");
+        write(&b, b"%PDF-1.4\n");
+        let got = collect(&[a.clone(), a.clone(), b.clone()]);
+        assert_eq!(got.sources.len(), 1);
+        assert_eq!(got.errors.len(), 1);
+        assert_eq!(got.errors[0].path, b);
+        assert_eq!(got.errors[0].kind, ErrorKind::DuplicateOutput);
+    }
+}
