@@ -1,0 +1,74 @@
+//! `embed_tokens*.onnx`: token ids to `inputs_embeds` (scaled) and `per_layer_inputs`.
+
+use super::config::ModelConfig;
+use super::error::{ort_err, Error};
+use super::tensors::{i64_tensor, to_f32};
+use crate::session::{LoadedSession, FLOATS};
+use ort::value::TensorElementType;
+
+pub struct EmbedTokens {
+    pub session: LoadedSession,
+    pub hidden: usize,
+    /// `num_hidden_layers · hidden_size_per_layer_input` values per token.
+    pub ple: usize,
+    pub out_ty: TensorElementType,
+}
+
+impl EmbedTokens {
+    /// Checks the graph against contract §9.1.
+    pub fn new(session: LoadedSession, cfg: &ModelConfig) -> Result<Self, Error> {
+        let t = &cfg.text_config;
+        let ids = session.require_input("input_ids")?;
+        session.check(ids, &[TensorElementType::Int64], 2)?;
+        if let Some(extra) = session.inputs.iter().find(|i| i.name != "input_ids") {
+            return Err(Error::contract(
+                &session.graph,
+                format!("unexpected input `{}` (only input_ids is fed)", extra.name),
+            ));
+        }
+        let e = session.require_output("inputs_embeds")?;
+        session.check(e, &FLOATS, 3)?;
+        session.check_dim(e, 2, t.hidden_size, "text_config.hidden_size")?;
+        let p = session.require_output("per_layer_inputs")?;
+        session.check(p, &FLOATS, 4)?;
+        session.check_dim(p, 2, t.num_hidden_layers, "text_config.num_hidden_layers")?;
+        session.check_dim(
+            p,
+            3,
+            t.hidden_size_per_layer_input,
+            "text_config.hidden_size_per_layer_input",
+        )?;
+        let out_ty = e.ty;
+        Ok(EmbedTokens {
+            session,
+            hidden: t.hidden_size,
+            ple: t.num_hidden_layers * t.hidden_size_per_layer_input,
+            out_ty,
+        })
+    }
+
+    /// `(inputs_embeds [B·S·H], per_layer_inputs [B·S·L·P])` as f32 for ids `[batch, seq]`.
+    pub fn run(
+        &mut self,
+        ids: Vec<i64>,
+        batch: usize,
+        seq: usize,
+    ) -> Result<(Vec<f32>, Vec<f32>), Error> {
+        let graph = self.session.graph.clone();
+        let inputs = vec![("input_ids", i64_tensor(vec![batch, seq], ids)?)];
+        let out = self
+            .session
+            .session
+            .run(inputs)
+            .map_err(ort_err(format!("{graph}: run")))?;
+        let (_, e) = to_f32(&out["inputs_embeds"], "inputs_embeds")?;
+        let (_, p) = to_f32(&out["per_layer_inputs"], "per_layer_inputs")?;
+        if e.len() != batch * seq * self.hidden || p.len() != batch * seq * self.ple {
+            return Err(Error::contract(
+                &graph,
+                "output sizes do not match [batch, seq, ...] of the config",
+            ));
+        }
+        Ok((e, p))
+    }
+}

@@ -1,0 +1,211 @@
+//! The Rust loop against transformers (`reference.json`) on the tiny model: vision features,
+//! prefill logits, 32 greedy steps (crossing the 16-token sliding window), and a left-padded
+//! batch of two giving the unbatched tokens.
+
+mod common;
+use common::*;
+use quire_onnx::gemma4::{Budget, GenerateOptions, Message, NoProcessor, Request};
+use serde_json::Value;
+
+fn messages(v: &Value) -> Vec<Message> {
+    serde_json::from_value(v.clone()).expect("reference messages deserialize")
+}
+
+#[test]
+fn vision_features_match_reference() {
+    let r = reference();
+    let mut m = load_tiny();
+    let v = &r["vision"];
+    let budget = Budget::try_from(v["max_soft_tokens"].as_u64().unwrap() as u32).unwrap();
+    let pre: Vec<_> = v["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| preprocess_for_model(&m, p.as_str().unwrap(), Some(budget)))
+        .collect();
+    let counts: Vec<u64> = pre.iter().map(|p| p.num_soft_tokens as u64).collect();
+    let want_counts: Vec<u64> = v["num_soft_tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect();
+    assert_eq!(counts, want_counts);
+    let refs: Vec<_> = pre.iter().collect();
+    let feats = m.encode_images(&refs).unwrap();
+    let (shape, want) = bin_f32(&v["image_features"]);
+    assert_eq!(feats.len(), shape[0] * shape[1]);
+    let d = max_abs_diff(&feats, &want);
+    eprintln!("vision features: max abs diff {d:.3e} over {:?}", shape);
+    assert!(d <= 1e-5, "vision features differ by {d}");
+}
+
+#[test]
+fn template_cases_render_and_tokenize_like_transformers() {
+    let r = reference();
+    let m = load_tiny();
+    for c in r["template_cases"].as_array().unwrap() {
+        let name = c["name"].as_str().unwrap();
+        let msgs = messages(&c["messages"]);
+        let thinking = c["enable_thinking"].as_bool().unwrap_or(false);
+        if c.get("tools").is_some() {
+            continue; // tools are not part of the Message type yet
+        }
+        let text = m.prompt.render(&msgs, true, thinking).unwrap();
+        assert_eq!(text, c["rendered"].as_str().unwrap(), "{name}");
+        let ids = m.tokenizer.encode(&text).unwrap();
+        assert_eq!(ids, u32s(&c["input_ids"]), "{name}");
+    }
+}
+
+/// Prompt ids and images of one reference generation case, built the Rust way.
+fn build_requests(
+    m: &quire_onnx::gemma4::Gemma4,
+    case: &Value,
+) -> (Vec<Vec<u32>>, Vec<Vec<quire_onnx::gemma4::ProcessedImage>>) {
+    let budget = case["max_soft_tokens"]
+        .as_u64()
+        .map(|b| Budget::try_from(b as u32).unwrap());
+    let mut ids = Vec::new();
+    let mut images = Vec::new();
+    for (i, msgs) in case["messages"].as_array().unwrap().iter().enumerate() {
+        let paths = case["images"][i].as_array().unwrap();
+        let pre: Vec<_> = paths
+            .iter()
+            .map(|p| preprocess_for_model(m, p.as_str().unwrap(), budget))
+            .collect();
+        // The reference messages name their image files; the template only needs the type.
+        let msgs: Vec<Message> = serde_json::from_value(strip_image_paths(msgs)).unwrap();
+        let refs: Vec<_> = pre.iter().collect();
+        ids.push(m.prompt_ids(&msgs, &refs, false).unwrap());
+        images.push(pre);
+    }
+    (ids, images)
+}
+
+fn strip_image_paths(v: &Value) -> Value {
+    match v {
+        Value::Object(o) if o.get("type").and_then(|t| t.as_str()) == Some("image") => {
+            serde_json::json!({"type": "image"})
+        }
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, v)| (k.clone(), strip_image_paths(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(strip_image_paths).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Unpadded reference ids of row `b`.
+fn ref_ids(case: &Value, b: usize) -> Vec<u32> {
+    let ids = u32s(&case["input_ids"][b]);
+    let mask = u32s(&case["attention_mask"][b]);
+    ids.into_iter()
+        .zip(mask)
+        .filter(|(_, m)| *m == 1)
+        .map(|(i, _)| i)
+        .collect()
+}
+
+#[test]
+fn single_sequence_prefill_logits_and_greedy_tokens_match() {
+    let r = reference();
+    let mut m = load_tiny();
+    let opts = GenerateOptions {
+        max_new_tokens: 32,
+        stop_ids: Some(vec![]), // the reference does not stop at EOS
+        keep_prefill_logits: true,
+        ..Default::default()
+    };
+    for case in r["generation"].as_array().unwrap() {
+        if case["batch_size"].as_u64() != Some(1) {
+            continue;
+        }
+        let name = case["name"].as_str().unwrap();
+        let (ids, images) = build_requests(&m, case);
+        assert_eq!(ids[0], ref_ids(case, 0), "{name}: prompt ids");
+        let req = Request {
+            input_ids: ids[0].clone(),
+            images: images[0].iter().collect(),
+            image_features: None,
+        };
+        let out = m.generate(&[req], &opts, &mut NoProcessor).unwrap();
+        let seq = &out.sequences[0];
+        let d = max_abs_diff(
+            seq.prefill_logits.as_ref().unwrap(),
+            &f32s(&case["prefill_last_logits"][0]),
+        );
+        eprintln!(
+            "{name}: prefill logits max abs diff {d:.3e}, {} tokens",
+            seq.generated_ids.len()
+        );
+        assert!(d <= 1e-4, "{name}: prefill logits differ by {d}");
+        assert_eq!(
+            seq.generated_ids,
+            u32s(&case["greedy_tokens"][0]),
+            "{name}: greedy tokens"
+        );
+        assert!(
+            !m.softcap_in_rust(),
+            "the tiny graph caps its logits itself"
+        );
+    }
+}
+
+#[test]
+fn left_padded_batch_matches_unbatched_tokens() {
+    let r = reference();
+    let mut m = load_tiny();
+    let case = r["generation"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["batch_size"].as_u64() == Some(2))
+        .expect("a batch case");
+    let (ids, images) = build_requests(&m, case);
+    let reqs: Vec<Request> = ids
+        .iter()
+        .zip(&images)
+        .map(|(i, im)| Request {
+            input_ids: i.clone(),
+            images: im.iter().collect(),
+            image_features: None,
+        })
+        .collect();
+    for (b, row) in ids.iter().enumerate() {
+        assert_eq!(row, &ref_ids(case, b), "row {b} prompt ids");
+    }
+    let opts = GenerateOptions {
+        max_new_tokens: 32,
+        stop_ids: Some(vec![]),
+        keep_prefill_logits: true,
+        ..Default::default()
+    };
+    let out = m.generate(&reqs, &opts, &mut NoProcessor).unwrap();
+    for b in 0..2 {
+        let seq = &out.sequences[b];
+        let d = max_abs_diff(
+            seq.prefill_logits.as_ref().unwrap(),
+            &f32s(&case["prefill_last_logits"][b]),
+        );
+        eprintln!("batch row {b}: prefill logits max abs diff {d:.3e}");
+        assert!(d <= 1e-4, "row {b}: prefill logits differ by {d}");
+        assert_eq!(
+            seq.generated_ids,
+            u32s(&case["unbatched_greedy_tokens"][b]),
+            "row {b}"
+        );
+    }
+    // Unbatched runs of the same requests give the same tokens.
+    for (b, req) in reqs.iter().enumerate() {
+        let one = m
+            .generate(std::slice::from_ref(req), &opts, &mut NoProcessor)
+            .unwrap();
+        assert_eq!(
+            one.sequences[0].generated_ids,
+            out.sequences[b].generated_ids
+        );
+    }
+}
