@@ -16,6 +16,9 @@ pub struct Page {
     /// Pages in the document, when known.
     pub page_count: Option<u32>,
     pub image: RgbImage,
+    /// The image's size before the resize, (width, height); `None` for PDF pages (rendered at
+    /// the target size directly).
+    pub original_px: Option<(u32, u32)>,
     /// PDF page size in points (width, height), as displayed (after /Rotate); `None` for images.
     pub points: Option<(f32, f32)>,
     /// The PDF page's text layer (empty for scanned pages); `None` for images.

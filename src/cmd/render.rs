@@ -225,6 +225,7 @@ fn write_page(out: &Path, page: &Page, rule: &ResizeRule) -> Result<serde_json::
         "height": h,
         "soft_tokens": rule.soft_tokens(h, w),
         "points": page.points.map(|(w, h)| [w, h]),
+        "original_px": page.original_px.map(|(w, h)| [w, h]),
         "text_layer_chars": page.text_layer.as_ref().map(|t| t.chars().count()),
         "render_ms": (page.render_ms * 1000.0).round() / 1000.0,
         "png": relative_to(out, &png),

@@ -187,6 +187,7 @@ impl Slot {
                     if stopped {
                         return;
                     }
+                    let original_px = Some(img.dimensions());
                     let event = match into_budget_size(img, opts.budget, &opts.rule) {
                         Ok(image) => {
                             tally.pages += 1;
@@ -196,6 +197,7 @@ impl Slot {
                                 page_index: index,
                                 page_count: single.then_some(1),
                                 image,
+                                original_px,
                                 points: None,
                                 text_layer: None,
                                 render_ms: started.elapsed().as_secs_f64() * 1e3,
@@ -286,6 +288,7 @@ impl Slot {
                                 page_index: index,
                                 page_count,
                                 image,
+                                original_px: None,
                                 points: Some(points),
                                 text_layer: Some(text),
                                 render_ms,
