@@ -17,7 +17,11 @@ pub mod exit {
 }
 
 #[derive(Parser)]
-#[command(name = "quire", version, about = "Documents to structured data with Gemma 4, on your own machines")]
+#[command(
+    name = "quire",
+    version,
+    about = "Documents to structured data with Gemma 4, on your own machines"
+)]
 struct Cli {
     /// Never download anything; a missing runtime is an error (also QUIRE_OFFLINE=1).
     #[arg(long, global = true, env = "QUIRE_OFFLINE", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false)]
@@ -37,6 +41,10 @@ enum Command {
     Setup(cmd::setup::SetupArgs),
     /// Render PDF pages and images exactly as the model will see them (PNG + JSON lines).
     Render(cmd::render::RenderArgs),
+    /// Process documents: Markdown (ocr), schema-valid JSON (extract) or free text (prompt).
+    Run(cmd::run::RunArgs),
+    /// What the state store of an output folder says: counts, failures, throughput.
+    Status(cmd::status::StatusArgs),
     /// Run Gemma 4 on one image and a prompt: a quick check of a model directory.
     Generate(cmd::generate::GenerateArgs),
     /// Internal: a PDFium worker process driven by the pipeline over stdin/stdout.
@@ -53,6 +61,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Setup(args) => cmd::setup::run(&global, args),
         Command::Render(args) => cmd::render::run(&global, args),
+        Command::Run(args) => cmd::run::run(&global, args),
+        Command::Status(args) => cmd::status::run(&global, args),
         Command::Generate(args) => cmd::generate::run(&global, args),
         Command::PdfWorker(args) => cmd::render::pdf_worker(args),
     };

@@ -92,6 +92,7 @@ fn every_extraction_is_schema_valid() {
                 .map(|i| Source {
                     path: PathBuf::from(format!("doc{i:03}.png")),
                     relative: PathBuf::from(format!("doc{i:03}.png")),
+                    format: InputFormat::Png,
                 })
                 .collect(),
         );

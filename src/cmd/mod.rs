@@ -1,8 +1,11 @@
 //! One module per subcommand.
 
 pub mod generate;
+pub mod progress;
 pub mod render;
+pub mod run;
 pub mod setup;
+pub mod status;
 
 /// Options every subcommand sees.
 pub struct Global {

@@ -45,8 +45,10 @@ impl Progress {
                 source,
                 pages: n,
                 generated_tokens,
-                failed,
+                error,
+                ..
             } => {
+                let failed = error.is_some();
                 let d = done.fetch_add(1, Ordering::Relaxed) + 1;
                 let p = pages.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
                 let t = tokens.fetch_add(generated_tokens, Ordering::Relaxed) + generated_tokens;

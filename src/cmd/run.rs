@@ -5,12 +5,18 @@ use super::progress::Progress;
 use anyhow::{bail, Context};
 use clap::Args;
 use quire_exporters::formats::{Exporter, Format};
+use quire_exporters::record::{DocumentRecord, ErrorRecord, Settings};
 use quire_onnx::ep::EpConfig;
-use quire_onnx::gemma4::{Budget, Dtype, DtypeSelection, Gemma4, LoadOptions, Sampling};
+use quire_onnx::gemma4::model_dir::{Graph, ModelDir};
+use quire_onnx::gemma4::{Budget, DtypeSelection, Gemma4, LoadOptions, Sampling};
+use quire_pipeline::run::documents::Documents;
 use quire_pipeline::run::task::Task;
-use quire_pipeline::run::{RunSettings, RunSummary};
+use quire_pipeline::run::{Event, RunSettings, RunSummary};
+use quire_pipeline::state::{DocKey, Plan as Plan_, StateStore};
+use quire_pipeline::{PoolOptions, Source, WorkerCommand};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 #[derive(Args, Debug, Default)]
@@ -78,6 +84,9 @@ pub struct RunArgs {
     /// Exit 0 even when some documents failed (their error records are still written).
     #[arg(long, env = "QUIRE_ALLOW_PARTIAL")]
     allow_partial: Option<bool>,
+    /// Attempts after a failure, across reruns on the same --out (default 2).
+    #[arg(long, env = "QUIRE_RETRIES")]
+    retries: Option<u32>,
     /// TOML file with any of these settings (keys as the flags, with underscores).
     #[arg(long, env = "QUIRE_CONFIG")]
     config: Option<PathBuf>,
@@ -106,6 +115,7 @@ struct ConfigFile {
     page_timeout: Option<f64>,
     mode: Option<String>,
     allow_partial: Option<bool>,
+    retries: Option<u32>,
 }
 
 macro_rules! fill_from_config {
@@ -123,7 +133,9 @@ pub struct Resolved {
     pub task: Task,
     pub schema_path: Option<PathBuf>,
     pub budget: Budget,
-    pub dtype: Dtype,
+    pub dtype: DtypeSelection,
+    /// As given, for records.
+    pub dtype_name: String,
     pub eps: EpConfig,
     pub workers: usize,
     pub formats: Vec<Format>,
@@ -135,6 +147,7 @@ pub struct Resolved {
     pub page_timeout: Duration,
     pub mode: u32,
     pub allow_partial: bool,
+    pub retries: u32,
 }
 
 pub fn resolve(mut args: RunArgs) -> anyhow::Result<Resolved> {
@@ -164,10 +177,13 @@ pub fn resolve(mut args: RunArgs) -> anyhow::Result<Resolved> {
             password_file,
             page_timeout,
             mode,
-            allow_partial
+            allow_partial,
+            retries
         );
     }
-    let out = args.out.context("--out is required (or `out` in the config file)")?;
+    let out = args
+        .out
+        .context("--out is required (or `out` in the config file)")?;
     let model = args
         .model
         .context("--model is required (or `model` in the config file)")?;
@@ -254,6 +270,7 @@ pub fn resolve(mut args: RunArgs) -> anyhow::Result<Resolved> {
             .unwrap_or("fp32")
             .parse()
             .map_err(anyhow::Error::msg)?,
+        dtype_name: args.dtype.clone().unwrap_or_else(|| "fp32".into()),
         eps,
         workers: args.workers.unwrap_or_else(default_workers).max(1),
         formats,
@@ -265,6 +282,7 @@ pub fn resolve(mut args: RunArgs) -> anyhow::Result<Resolved> {
         page_timeout: Duration::from_secs_f64(args.page_timeout.unwrap_or(60.0).max(0.1)),
         mode,
         allow_partial: args.allow_partial.unwrap_or(false),
+        retries: args.retries.unwrap_or(2),
     })
 }
 
@@ -285,7 +303,7 @@ pub fn run(global: &super::Global, args: RunArgs) -> anyhow::Result<u8> {
         env,
         &resolved.model,
         &LoadOptions {
-            dtype: DtypeSelection::uniform(resolved.dtype),
+            dtype: resolved.dtype,
             eps: resolved.eps.clone(),
             text_only: false,
         },
@@ -304,7 +322,12 @@ pub fn run(global: &super::Global, args: RunArgs) -> anyhow::Result<u8> {
         Task::Extract { schema } => Some(schema),
         _ => None,
     };
-    let exporter = Exporter::new(&resolved.out, &resolved.formats, resolved.mode, schema_value)?;
+    let exporter = Exporter::new(
+        &resolved.out,
+        &resolved.formats,
+        resolved.mode,
+        schema_value,
+    )?;
     let sampling = match resolved.sampling {
         None => Sampling::Greedy,
         Some(seed) => Sampling::Sample {
@@ -323,7 +346,7 @@ pub fn run(global: &super::Global, args: RunArgs) -> anyhow::Result<u8> {
         batch_size: resolved.batch_size,
         max_pages_per_prompt: 8,
         model_id: model_id(&resolved.model),
-        dtype: resolved.dtype.name().to_string(),
+        dtype: resolved.dtype_name.clone(),
         execution_provider: model
             .providers()
             .first()
@@ -337,36 +360,260 @@ pub fn run(global: &super::Global, args: RunArgs) -> anyhow::Result<u8> {
         loop_guard: Default::default(),
     };
 
-    let (sources, documents) = super::ingest::documents(
-        &resolved.inputs,
-        &pdfium.library,
-        resolved.budget,
-        resolved.workers,
-        resolved.password.clone(),
-        resolved.page_timeout,
-    )?;
-    if sources.is_empty() {
+    let collected = quire_pipeline::collect(&resolved.inputs);
+    if collected.sources.is_empty() && collected.errors.is_empty() {
         bail!("no documents found in the inputs");
     }
+    let store = StateStore::open(&resolved.out)?;
+    let fingerprint = fingerprint(&store, &resolved)?;
+    let plan = plan(
+        &store,
+        &resolved,
+        &fingerprint,
+        &exporter,
+        collected.sources,
+    )?;
+    for (source, sha) in plan.process.iter().zip(&plan.hashes) {
+        store.mark_running(&key(sha, &fingerprint), &display(source))?;
+    }
+    tracing::info!(
+        process = plan.process.len(),
+        skipped = plan.kept.len(),
+        "planned from the state store"
+    );
+
+    let mut pool = PoolOptions::new(resolved.budget, None);
+    pool.workers = resolved.workers;
+    pool.password = resolved.password.clone();
+    pool.page_timeout = resolved.page_timeout;
+    pool.worker = Some(WorkerCommand::quire(
+        std::env::current_exe().context("locating the quire executable")?,
+        &pdfium.library,
+    ));
+    let sources = Arc::new(plan.process);
+    let hashes = plan.hashes;
+    let events = quire_pipeline::ingest(sources.to_vec(), pool);
+    let documents = Documents::new(events, &sources, hashes.clone());
+
     let progress = Progress::new(sources.len() as u64, "documents");
-    let observer = progress.observer();
+    let show = progress.observer();
+    let store = Arc::new(Mutex::new(store));
+    let marks = store.clone();
+    let mark_fingerprint = fingerprint.clone();
+    let mark_hashes = hashes.clone();
+    let observer = move |event: Event| {
+        let Event::DocumentDone { index, error, .. } = &event;
+        // The outputs are in place (written atomically) before this event: now the mark.
+        let key = key(&mark_hashes[*index], &mark_fingerprint);
+        let store = marks.lock().expect("state store lock");
+        let marked = match error {
+            None => store.mark_done(&key, 0),
+            Some(e) => store.mark_failed(&key, e),
+        };
+        if let Err(e) = marked {
+            tracing::error!("{e}");
+        }
+        drop(store);
+        show(event);
+    };
     let summary = quire_pipeline::run::run(
         model,
         constraint,
         settings,
-        sources,
+        sources.clone(),
         documents,
         exporter.clone(),
         observer,
     );
     progress.finish();
-    exporter.write_summaries(&summary.records)?;
+    {
+        // Page counts for `quire status` throughput.
+        let store = store.lock().expect("state store lock");
+        for (record, sha) in summary.records.iter().zip(&hashes) {
+            if record.error.is_none() {
+                store.mark_done(&key(sha, &fingerprint), record.page_count)?;
+            }
+        }
+    }
+
+    // The summaries cover every input: done now, done before, and inputs that never started.
+    let mut all: Vec<(PathBuf, DocumentRecord)> = plan.kept;
+    all.extend(
+        sources
+            .iter()
+            .map(|s| s.path.clone())
+            .zip(summary.records.iter().cloned()),
+    );
+    for error in &collected.errors {
+        all.push((error.path.clone(), input_error_record(&resolved, error)));
+    }
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    let records: Vec<DocumentRecord> = all.into_iter().map(|(_, r)| r).collect();
+    exporter.write_summaries(&records)?;
     print_summary(&summary, &resolved.out);
-    Ok(if summary.failed() > 0 && !resolved.allow_partial {
+    let failed = records.iter().filter(|r| r.error.is_some()).count();
+    if plan.skipped_done > 0 {
+        eprintln!(
+            "{} documents were already done with these settings (skipped)",
+            plan.skipped_done
+        );
+    }
+    for e in &collected.errors {
+        eprintln!("FAILED {e}");
+    }
+    Ok(if failed > 0 && !resolved.allow_partial {
         crate::exit::PARTIAL
     } else {
         crate::exit::OK
     })
+}
+
+fn display(source: &Source) -> String {
+    quire_exporters::layout::display_relative(&source.relative)
+}
+
+fn key(sha: &str, fingerprint: &str) -> DocKey {
+    DocKey {
+        content_sha256: sha.to_string(),
+        fingerprint: fingerprint.to_string(),
+    }
+}
+
+/// Everything that changes an output: the model's files, the settings, quire's prompts.
+fn fingerprint(store: &StateStore, r: &Resolved) -> anyhow::Result<String> {
+    let mut parts: Vec<(String, String)> = Vec::new();
+    let dir = ModelDir::new(&r.model)?;
+    for name in [
+        "config.json",
+        "generation_config.json",
+        "processor_config.json",
+        "preprocessor_config.json",
+        "tokenizer.json",
+        "chat_template.jinja",
+    ] {
+        let path = r.model.join(name);
+        if path.is_file() {
+            parts.push((format!("model/{name}"), store.cached_file_sha256(&path)?));
+        }
+    }
+    for graph in Graph::ALL {
+        let path = dir.graph(graph, r.dtype.get(graph))?;
+        for file in std::iter::once(path.clone()).chain(ModelDir::sidecars(&path)) {
+            let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
+            parts.push((
+                format!("model/onnx/{}", name.unwrap_or_default()),
+                store.cached_file_sha256(&file)?,
+            ));
+        }
+    }
+    let task = match &r.task {
+        Task::Ocr => "ocr".to_string(),
+        Task::Extract { schema } => format!("extract {schema}"),
+        Task::Prompt { text } => format!("prompt {text}"),
+    };
+    parts.extend([
+        ("task".into(), task),
+        ("prompts".into(), quire_pipeline::run::task::prompt_files()),
+        ("budget".into(), r.budget.to_string()),
+        ("dtype".into(), r.dtype_name.clone()),
+        ("max_new_tokens".into(), r.max_new_tokens.to_string()),
+        ("text_anchor".into(), r.text_anchor.to_string()),
+        ("sampling".into(), format!("{:?}", r.sampling)),
+    ]);
+    Ok(quire_pipeline::state::fingerprint(&parts))
+}
+
+struct Plan {
+    process: Vec<Source>,
+    hashes: Vec<String>,
+    /// Records of documents not processed now (done before, or out of retries), by path.
+    kept: Vec<(PathBuf, DocumentRecord)>,
+    skipped_done: usize,
+}
+
+fn plan(
+    store: &StateStore,
+    r: &Resolved,
+    fingerprint: &str,
+    exporter: &Exporter,
+    sources: Vec<Source>,
+) -> anyhow::Result<Plan> {
+    let mut plan = Plan {
+        process: Vec::new(),
+        hashes: Vec::new(),
+        kept: Vec::new(),
+        skipped_done: 0,
+    };
+    for source in sources {
+        let sha = match quire_pipeline::state::file_sha256(&source.path) {
+            Ok(sha) => sha,
+            Err(e) => {
+                let error = quire_pipeline::error::io_error(&source.path, &e);
+                plan.kept
+                    .push((source.path.clone(), input_error_record(r, &error)));
+                continue;
+            }
+        };
+        let key = key(&sha, fingerprint);
+        match store.plan(&key, r.retries)? {
+            Plan_::Skip => {
+                // Done before: its JSON is the record. Missing (deleted by hand): redo it.
+                let json =
+                    quire_exporters::layout::output_path(exporter.out(), &source.relative, "json")?;
+                if let Some(record) = std::fs::read(&json)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<DocumentRecord>(&b).ok())
+                {
+                    plan.skipped_done += 1;
+                    plan.kept.push((source.path.clone(), record));
+                    continue;
+                }
+            }
+            Plan_::GiveUp { attempts, error } => {
+                let mut record = input_error_record(
+                    r,
+                    &quire_pipeline::DocError::new(&source.path, quire_pipeline::ErrorKind::Io, ""),
+                );
+                record.source = display(&source);
+                record.content_sha256 = sha;
+                record.error = Some(ErrorRecord {
+                    kind: "retries_exhausted".into(),
+                    message: format!("failed {attempts} times, last: {error}"),
+                    page: None,
+                });
+                plan.kept.push((source.path.clone(), record));
+                continue;
+            }
+            Plan_::Process { .. } => {}
+        }
+        plan.process.push(source);
+        plan.hashes.push(sha);
+    }
+    Ok(plan)
+}
+
+/// The record of an input that could not even be read.
+fn input_error_record(r: &Resolved, error: &quire_pipeline::DocError) -> DocumentRecord {
+    DocumentRecord {
+        source: error.path.display().to_string(),
+        content_sha256: String::new(),
+        page_count: 0,
+        task: r.task.name().into(),
+        settings: Settings {
+            model: model_id(&r.model),
+            dtype: r.dtype_name.clone(),
+            budget: r.budget.soft_tokens(),
+            execution_provider: String::new(),
+            schema: None,
+        },
+        data: None,
+        text: None,
+        pages: Vec::new(),
+        tokens: Default::default(),
+        warnings: Vec::new(),
+        error: Some(error.to_record()),
+        run: Default::default(),
+    }
 }
 
 /// The model's name as recorded in outputs: its directory name.
@@ -408,7 +655,8 @@ fn print_summary(summary: &RunSummary, out: &Path) {
     }
     if let Some(b) = quire_pipeline::stage::bottleneck(&summary.stages, summary.wall) {
         eprintln!(
-            "bounded by: {} ({:.0}% busy); time in ONNX Runtime: {:.0}% of wall time",
+            "bounded by: {} ({:.0}% busy); time in ONNX Runtime calls: {:.0}% of wall time \
+             (vision and generate overlap)",
             b.name,
             100.0 * b.utilisation(summary.wall),
             100.0 * summary.inference_share()

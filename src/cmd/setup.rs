@@ -28,20 +28,19 @@ pub fn run(global: &super::Global, args: SetupArgs) -> anyhow::Result<u8> {
     println!("cache: {}", provisioner.cache_root.display());
     let mut missing = 0;
     for spec in specs {
-        let found = if args.check {
-            provisioner.locate(spec)?
-        } else if let Some(dir) = &args.from {
-            match provisioner.locate(spec)? {
-                Some(found) => Some(found),
-                None => Some(
-                    provisioner
-                        .install_from_dir(spec, dir)
-                        .with_context(|| format!("installing {} from {}", spec.name, dir.display()))?,
-                ),
-            }
-        } else {
-            Some(provisioner.ensure(spec)?)
-        };
+        let found =
+            if args.check {
+                provisioner.locate(spec)?
+            } else if let Some(dir) = &args.from {
+                match provisioner.locate(spec)? {
+                    Some(found) => Some(found),
+                    None => Some(provisioner.install_from_dir(spec, dir).with_context(|| {
+                        format!("installing {} from {}", spec.name, dir.display())
+                    })?),
+                }
+            } else {
+                Some(provisioner.ensure(spec)?)
+            };
         match found {
             Some(found) => report(spec, &found, args.check)?,
             None => {
@@ -76,7 +75,11 @@ fn report(spec: &RuntimeSpec, found: &Located, load: bool) -> anyhow::Result<()>
     if load {
         if spec.name.starts_with("onnxruntime") {
             quire_onnx::runtime::load_library(&found.library)?;
-            println!("{:<16} loaded: {}", "", quire_onnx::runtime::loaded_version());
+            println!(
+                "{:<16} loaded: {}",
+                "",
+                quire_onnx::runtime::loaded_version()
+            );
         } else {
             quire_pipeline::pdfium::bind(&found.library).map_err(anyhow::Error::msg)?;
             println!("{:<16} loaded", "");

@@ -16,8 +16,12 @@ pub struct StatusArgs {
 }
 
 pub fn run(_global: &super::Global, args: StatusArgs) -> anyhow::Result<u8> {
-    let store = StateStore::open_existing(&args.out)?
-        .with_context(|| format!("{} has no quire state (no run wrote there)", args.out.display()))?;
+    let store = StateStore::open_existing(&args.out)?.with_context(|| {
+        format!(
+            "{} has no quire state (no run wrote there)",
+            args.out.display()
+        )
+    })?;
     let counts = store.counts()?;
     let failures = store.failures()?;
     let pages_per_s = if counts.span_seconds > 0.0 {

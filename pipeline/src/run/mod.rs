@@ -7,10 +7,12 @@
 //! a document with its pages. A document that fails at any stage carries its error record to
 //! the export stage, which writes it like any result: nothing is lost.
 
+pub mod documents;
 pub mod loop_guard;
 pub mod processor;
 pub mod task;
 
+use crate::sources::Source;
 use crate::stage::{self, StageReport};
 use crossbeam_channel::bounded;
 use loop_guard::LoopGuardConfig;
@@ -29,7 +31,6 @@ use quire_onnx::gemma4::{
 use rayon::prelude::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use task::Task;
@@ -61,14 +62,6 @@ pub struct RunSettings {
     pub loop_guard: LoopGuardConfig,
 }
 
-/// One input document, as found under an input root.
-#[derive(Debug, Clone)]
-pub struct Source {
-    pub path: PathBuf,
-    /// Path under its input root: where its outputs go under `--out`.
-    pub relative: PathBuf,
-}
-
 /// A page as loaded (rendered PDF page or decoded image).
 #[derive(Debug, Clone)]
 pub struct LoadedPage {
@@ -94,10 +87,13 @@ pub struct LoadedDocument {
 #[derive(Debug, Clone)]
 pub enum Event {
     DocumentDone {
+        /// Index into the run's source list.
+        index: usize,
         source: String,
         pages: u32,
         generated_tokens: u64,
-        failed: bool,
+        /// `kind: message` of the error record of a failed document.
+        error: Option<String>,
     },
 }
 
@@ -127,7 +123,8 @@ impl RunSummary {
     pub fn generated_tokens(&self) -> u64 {
         self.records.iter().map(|r| r.tokens.generated).sum()
     }
-    /// Share of the wall time spent in model calls (ONNX Runtime).
+    /// Time in model calls (ONNX Runtime sessions) over the wall time. Model stages run
+    /// concurrently, so this can exceed 1.
     pub fn inference_share(&self) -> f64 {
         let inference: Duration = self.stages.iter().map(|s| s.inference).sum();
         inference.as_secs_f64() / self.wall.as_secs_f64().max(1e-9)
@@ -268,10 +265,14 @@ pub fn run(
     let mut records = Vec::with_capacity(sources.len());
     for (index, record) in done_rx.iter() {
         observer(Event::DocumentDone {
+            index,
             source: record.source.clone(),
             pages: record.page_count,
             generated_tokens: record.tokens.generated,
-            failed: record.error.is_some(),
+            error: record
+                .error
+                .as_ref()
+                .map(|e| format!("{}: {}", e.kind, e.message)),
         });
         records.push((index, record));
     }
@@ -646,12 +647,7 @@ fn finish_doc(
 }
 
 fn to_record(settings: &RunSettings, source: &Source, doc: Doc) -> DocumentRecord {
-    let mut warnings = doc.warnings;
-    for page in &doc.pages {
-        for w in &page.record.warnings {
-            warnings.push(format!("page {}: {w}", page.record.index + 1));
-        }
-    }
+    let warnings = doc.warnings;
     let timings_ms = doc.timings_ms;
     DocumentRecord {
         source: quire_exporters::layout::display_relative(&source.relative),

@@ -6,6 +6,12 @@ use serde_json::Value;
 const OCR_PROMPT: &str = include_str!("../../prompts/ocr.txt");
 const EXTRACT_PROMPT: &str = include_str!("../../prompts/extract.txt");
 
+/// The prompt files' text: part of every document's fingerprint, so that a changed prompt
+/// redoes the documents it would change.
+pub fn prompt_files() -> String {
+    format!("{OCR_PROMPT}\0{EXTRACT_PROMPT}")
+}
+
 /// Longest text layer given to the model per page, in characters: an anchor, not the document.
 pub const MAX_ANCHOR_CHARS_PER_PAGE: usize = 4000;
 
