@@ -76,14 +76,19 @@ pub enum ProvisionError {
         package: &'static str,
         version: &'static str,
     },
-    #[error("{runtime}: no pinned wheel for platform {target}; point {env_var} at an existing library")]
+    #[error(
+        "{runtime}: no pinned wheel for platform {target}; point {env_var} at an existing library"
+    )]
     UnsupportedPlatform {
         runtime: &'static str,
         target: String,
         env_var: &'static str,
     },
     #[error("{env_var}={path}: no such file")]
-    EnvPathMissing { env_var: &'static str, path: PathBuf },
+    EnvPathMissing {
+        env_var: &'static str,
+        path: PathBuf,
+    },
     #[error("could not run `{command}`: {source}")]
     PipSpawn {
         command: String,
@@ -101,7 +106,10 @@ pub enum ProvisionError {
     #[error("{wheel}: not a readable wheel: {reason}")]
     BadWheel { wheel: PathBuf, reason: String },
     #[error("{wheel}: has no member {member}")]
-    MissingMember { wheel: PathBuf, member: &'static str },
+    MissingMember {
+        wheel: PathBuf,
+        member: &'static str,
+    },
     #[error("{file}: sha256 {actual} does not match the pinned {expected}")]
     HashMismatch {
         file: String,
@@ -265,12 +273,13 @@ impl Provisioner {
             .map_err(io_err(parent))?;
 
         for wanted in platform.files {
-            let mut entry = archive
-                .by_name(wanted.member)
-                .map_err(|_| ProvisionError::MissingMember {
-                    wheel: wheel.to_path_buf(),
-                    member: wanted.member,
-                })?;
+            let mut entry =
+                archive
+                    .by_name(wanted.member)
+                    .map_err(|_| ProvisionError::MissingMember {
+                        wheel: wheel.to_path_buf(),
+                        member: wanted.member,
+                    })?;
             let mut bytes = Vec::with_capacity(entry.size() as usize);
             entry
                 .read_to_end(&mut bytes)
@@ -353,11 +362,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-fn pip_download(
-    spec: &RuntimeSpec,
-    platform: &Platform,
-    dir: &Path,
-) -> Result<(), ProvisionError> {
+fn pip_download(spec: &RuntimeSpec, platform: &Platform, dir: &Path) -> Result<(), ProvisionError> {
     let python = std::env::var("QUIRE_PYTHON").unwrap_or_else(|_| "python3".to_string());
     let requirement = format!("{}=={}", spec.package, spec.version);
     let args = [
