@@ -383,25 +383,28 @@ fn independent_validator(schema: &Value) -> jsonschema::Validator {
         .unwrap()
 }
 
-/// Every output of 200 random generations per schema is complete, parses, validates against
-/// the schema with `jsonschema` and fits the limit and the computed worst case.
-#[test]
-fn constrained_random_generation_is_always_valid() {
-    const DOCS: usize = 200;
-    let tok = tokenizer();
+/// Generates `docs` documents per schema and checks each: finished before the limit, within
+/// the computed worst case, parses, validates with jsonschema against the (plain) user schema
+/// and with quire's validator. Returns the number of nulls in the `nullable` documents.
+fn check_random_generation(
+    label: &str,
+    tok: &Arc<ConstraintTokenizer>,
+    schemas: Vec<(&'static str, Value, Value, usize)>,
+    docs: usize,
+) -> usize {
     let n_logits = tok.vocab_size();
     let mut rng = StdRng::seed_from_u64(0x5eed);
     let mut all_steps = Vec::new();
     let mut nulls_in_nullable = 0;
-    for (name, schema, plain, limit) in schemas() {
+    for (name, schema, plain, limit) in schemas {
         let opts = BoundOptions::new(limit);
         let t = Instant::now();
-        let c = JsonConstraint::new(&tok, &schema, &opts).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let c = JsonConstraint::new(tok, &schema, &opts).unwrap_or_else(|e| panic!("{name}: {e}"));
         let compile = t.elapsed();
         let independent = independent_validator(&plain);
         let mut steps = Vec::new();
         let (mut valid, mut max_tokens, mut total_tokens) = (0, 0, 0);
-        for doc in 0..DOCS {
+        for doc in 0..docs {
             let mut seq = c.matcher();
             let run = generate(&mut seq, &mut rng, n_logits, limit, &mut steps);
             assert!(
@@ -435,31 +438,71 @@ fn constrained_random_generation_is_always_valid() {
         }
         steps.sort();
         println!(
-            "{name:>10}: {valid}/{DOCS} valid, limit {limit}, worst case {} tokens (maxLength {}, \
-             maxItems {}), max {max_tokens} mean {} tokens; compile {:.2} ms; per token \
-             median {:.1} µs p99 {:.1} µs max {:.1} µs",
+            "[{label}] {name:>9}: {valid}/{docs} valid, limit {limit}, worst case {} tokens \
+             (default maxLength {}, maxItems {}), max {max_tokens} mean {} tokens; compile \
+             {:.2} ms; per token median {:.1} µs p99 {:.1} µs max {:.1} µs",
             c.schema().worst_case_tokens,
             c.schema().default_max_length,
             c.schema().default_max_items,
-            total_tokens / DOCS,
+            total_tokens / docs,
             compile.as_secs_f64() * 1e3,
             percentile(&steps, 0.5),
             percentile(&steps, 0.99),
             percentile(&steps, 1.0),
         );
-        assert_eq!(valid, DOCS);
+        assert_eq!(valid, docs);
         all_steps.extend(steps);
     }
     all_steps.sort();
     println!(
-        "all: {} tokens, per token (mask_logits + consume, {} logits) median {:.1} µs, p99 {:.1} µs",
+        "[{label}] all: {} tokens, per token (mask_logits + consume, {} logits) median {:.1} µs, \
+         p99 {:.1} µs",
         all_steps.len(),
         n_logits,
         percentile(&all_steps, 0.5),
         percentile(&all_steps, 0.99)
     );
-    println!("nullable: {nulls_in_nullable} nulls in {DOCS} documents");
-    assert!(nulls_in_nullable > 0, "nullable: true never produced null");
+    nulls_in_nullable
+}
+
+/// Every output of 200 random generations per schema (7 schemas) is complete, parses,
+/// validates and fits the limit; `nullable: true` produces nulls.
+#[test]
+fn constrained_random_generation_is_always_valid() {
+    const DOCS: usize = 200;
+    let nulls = check_random_generation("fixture", &tokenizer(), schemas(), DOCS);
+    println!("nullable: {nulls} nulls in {DOCS} documents");
+    assert!(nulls > 0, "nullable: true never produced null");
+}
+
+/// The same with the tiny Gemma 4's own tokenizer and generation_config eos list.
+#[test]
+fn constrained_random_generation_tiny_gemma4_tokenizer() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../samples/models/tiny-gemma4");
+    let path = dir.join("tokenizer.json");
+    if !path.exists() {
+        eprintln!("skipped: {} is missing", path.display());
+        return;
+    }
+    let gen: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("generation_config.json")).unwrap())
+            .unwrap();
+    let eos: Vec<u32> = gen["eos_token_id"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let vocab = config["text_config"]["vocab_size"]
+        .as_u64()
+        .or_else(|| config["vocab_size"].as_u64())
+        .map(|v| v as usize);
+    let tok = ConstraintTokenizer::from_file(&path, &eos, vocab).unwrap();
+    assert_eq!(tok.eos_tokens(), &eos[..]);
+    let nulls = check_random_generation("tiny-gemma4", &tok, schemas(), 200);
+    assert!(nulls > 0);
 }
 
 /// Special tokens, `<unusedN>` and padding logits are never allowed; EOS only after the end.
@@ -671,16 +714,20 @@ fn constrained_rejects_uncompilable_and_oversized_schemas() {
             p.default_max_length, p.default_max_items, p.worst_case_tokens
         );
     }
-    for limit in [1024, 2048, 4096, 8192] {
-        match prepare_schema(
-            &load_schema("invoice.schema.json"),
-            &BoundOptions::new(limit),
-        ) {
-            Ok(p) => println!(
-                "invoice at {limit}: line_items maxItems {}, worst case {} tokens",
-                p.default_max_items, p.worst_case_tokens
-            ),
-            Err(e) => println!("invoice at {limit}: {e}"),
+    for tokens_per_char in [4.0, 1.0] {
+        for limit in [1024, 2048, 4096, 8192] {
+            let opts = BoundOptions {
+                tokens_per_char,
+                ..BoundOptions::new(limit)
+            };
+            match prepare_schema(&load_schema("invoice.schema.json"), &opts) {
+                Ok(p) => println!(
+                    "invoice at {limit}, {tokens_per_char} tokens/char: line_items maxItems {}, \
+                     worst case {} tokens",
+                    p.default_max_items, p.worst_case_tokens
+                ),
+                Err(e) => println!("invoice at {limit}, {tokens_per_char} tokens/char: {e}"),
+            }
         }
     }
 }

@@ -41,7 +41,10 @@
 //! * `minimum`/`maximum` on integers: ±(2^53 − 1) (exact in f64, safe in i64); on numbers:
 //!   ±1e15; each side only where missing (an exclusive bound counts);
 //! * `multipleOf: 0.01` on numbers without `multipleOf` (at most 2 fraction digits; the
-//!   count is [`BoundOptions::number_fraction_digits`]).
+//!   count is [`BoundOptions::number_fraction_digits`]);
+//! * strict patterns in place of llguidance's loose `date` (real calendar dates, leap years,
+//!   year ≥ 1), `date-time` and `time` (second ≤ 59) formats, when the schema has no
+//!   `pattern` of its own; `hostname` capped at 253 characters.
 //!
 //! The schema's own bounds are kept. The worst-case output is then computed in bytes, which
 //! bounds tokens for any tokenizer (every token is at least one byte): compact JSON
@@ -54,6 +57,11 @@
 //! shrinks the bound more) until the bound fits [`BoundOptions::max_new_tokens`]; when it
 //! cannot fit at the floors (`L` 4, `I` 1) the schema is rejected with
 //! [`SchemaError::DoesNotFit`]. So a complete object always fits the limit.
+//!
+//! The 4 tokens per free-string character is what makes this a guarantee for any tokenizer
+//! (a real model spends far fewer); [`BoundOptions::tokens_per_char`] trades it for longer
+//! defaults. Note that a shrunk default `maxItems` caps arrays silently (a valid but shorter
+//! list): [`PreparedSchema::default_max_items`] says what was chosen.
 //!
 //! # Validation
 //! llguidance is looser than a validator (it accepts Feb 29 of any year, year 0000, second
