@@ -732,6 +732,35 @@ fn constrained_rejects_uncompilable_and_oversized_schemas() {
     }
 }
 
+/// The per-schema state is shared across threads; a sequence moves between them.
+#[test]
+fn constrained_types_are_thread_safe() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<ConstraintTokenizer>();
+    send_sync::<JsonConstraint>();
+    send::<SequenceMatcher>();
+}
+
+/// Tuples (`prefixItems` without `items`) generate the prefix only.
+#[test]
+fn constrained_prefix_items() {
+    let tok = tokenizer();
+    let schema = json!({"type": "object", "properties": {"pair": {"type": "array",
+        "prefixItems": [{"type": "integer", "minimum": 0, "maximum": 9}, {"type": "boolean"}]}},
+        "required": ["pair"]});
+    let c = JsonConstraint::new(&tok, &schema, &BoundOptions::new(64)).unwrap();
+    assert_eq!(c.schema().grammar["properties"]["pair"]["maxItems"], 2);
+    let mut rng = StdRng::seed_from_u64(7);
+    for _ in 0..50 {
+        let mut seq = c.matcher();
+        let run = generate(&mut seq, &mut rng, tok.vocab_size(), 64, &mut Vec::new());
+        assert!(run.finished);
+        let v = c.validate_sequence(&seq).unwrap();
+        assert!(v["pair"].as_array().unwrap().len() <= 2, "{v}");
+    }
+}
+
 /// The validator is stricter than llguidance's formats.
 #[test]
 fn constrained_validation_is_strict() {

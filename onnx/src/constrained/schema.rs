@@ -582,8 +582,9 @@ fn add_bounds(schema: &mut Value, max_length: usize, max_items: usize, opts: &Bo
                     .get("prefixItems")
                     .and_then(Value::as_array)
                     .map_or(0, Vec::len);
-                let n = if obj.get("items") == Some(&Value::Bool(false)) {
-                    prefix
+                // without `items`, further items are any JSON: only the prefix is generated
+                let n = if prefix > 0 && obj.get("items").is_none_or(|i| i == &Value::Bool(false)) {
+                    prefix.max(min)
                 } else {
                     max_items.max(min)
                 };
