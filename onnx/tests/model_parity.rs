@@ -4,7 +4,10 @@
 
 mod common;
 use common::*;
-use quire_onnx::gemma4::{Budget, GenerateOptions, Message, NoProcessor, Request};
+use quire_onnx::gemma4::{
+    Budget, Dtype, DtypeSelection, FinishReason, Gemma4, GenerateOptions, LoadOptions,
+    LogitsProcessor, Message, NoProcessor, Request, Sampling,
+};
 use serde_json::Value;
 
 fn messages(v: &Value) -> Vec<Message> {
@@ -208,4 +211,173 @@ fn left_padded_batch_matches_unbatched_tokens() {
             out.sequences[b].generated_ids
         );
     }
+}
+
+/// Stops one sequence after `after` tokens and bans `banned` everywhere.
+struct StopAndBan {
+    stop_seq: usize,
+    after: usize,
+    count: usize,
+    banned: Option<u32>,
+}
+
+impl LogitsProcessor for StopAndBan {
+    fn process(&mut self, _seq: usize, logits: &mut [f32]) {
+        if let Some(b) = self.banned {
+            logits[b as usize] = f32::NEG_INFINITY;
+        }
+    }
+    fn on_token(&mut self, seq: usize, _token: u32) -> bool {
+        if seq == self.stop_seq {
+            self.count += 1;
+            return self.count >= self.after;
+        }
+        false
+    }
+}
+
+#[test]
+fn a_finished_sequence_leaves_the_batch_without_changing_the_other() {
+    let r = reference();
+    let mut m = load_tiny();
+    let case = r["generation"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["batch_size"].as_u64() == Some(2))
+        .unwrap();
+    let (ids, images) = build_requests(&m, case);
+    let reqs: Vec<Request> = ids
+        .iter()
+        .zip(&images)
+        .map(|(i, im)| Request {
+            input_ids: i.clone(),
+            images: im.iter().collect(),
+            image_features: None,
+        })
+        .collect();
+    let opts = GenerateOptions {
+        max_new_tokens: 32,
+        stop_ids: Some(vec![]),
+        ..Default::default()
+    };
+    // Row 1 (the longer prompt) stops early, so row 0's leading padding is trimmed from the
+    // cache too; then the other way round.
+    for stop_seq in [1usize, 0] {
+        let mut p = StopAndBan {
+            stop_seq,
+            after: 5,
+            count: 0,
+            banned: None,
+        };
+        let out = m.generate(&reqs, &opts, &mut p).unwrap();
+        let want: Vec<Vec<u32>> = (0..2)
+            .map(|b| u32s(&case["unbatched_greedy_tokens"][b]))
+            .collect();
+        assert_eq!(
+            out.sequences[stop_seq].generated_ids,
+            want[stop_seq][..5].to_vec()
+        );
+        assert_eq!(
+            out.sequences[stop_seq].finish_reason,
+            FinishReason::Processor
+        );
+        let other = 1 - stop_seq;
+        assert_eq!(
+            out.sequences[other].generated_ids, want[other],
+            "stop_seq {stop_seq}"
+        );
+        assert_eq!(out.timings.decode_step_s.len(), 31);
+    }
+}
+
+#[test]
+fn the_logits_processor_can_ban_tokens() {
+    let r = reference();
+    let mut m = load_tiny();
+    let case = &r["generation"][1]; // text_prompt
+    let ids = ref_ids(case, 0);
+    let first = u32s(&case["greedy_tokens"][0])[0];
+    let mut p = StopAndBan {
+        stop_seq: 99,
+        after: 0,
+        count: 0,
+        banned: Some(first),
+    };
+    let opts = GenerateOptions {
+        max_new_tokens: 8,
+        stop_ids: Some(vec![]),
+        ..Default::default()
+    };
+    let req = Request {
+        input_ids: ids,
+        ..Default::default()
+    };
+    let out = m.generate(&[req], &opts, &mut p).unwrap();
+    assert!(!out.sequences[0].generated_ids.contains(&first));
+}
+
+#[test]
+fn fp16_graphs_give_the_reference_greedy_tokens() {
+    let r = reference();
+    let opts = LoadOptions {
+        dtype: DtypeSelection::uniform(Dtype::Fp16),
+        ..Default::default()
+    };
+    let mut m = Gemma4::load(env(), tiny_dir(), &opts).unwrap();
+    let case = &r["generation"][0];
+    let (ids, images) = build_requests(&m, case);
+    let req = Request {
+        input_ids: ids[0].clone(),
+        images: images[0].iter().collect(),
+        image_features: None,
+    };
+    let g = GenerateOptions {
+        max_new_tokens: 32,
+        stop_ids: Some(vec![]),
+        keep_prefill_logits: true,
+        ..Default::default()
+    };
+    let out = m.generate(&[req], &g, &mut NoProcessor).unwrap();
+    let d = max_abs_diff(
+        out.sequences[0].prefill_logits.as_ref().unwrap(),
+        &f32s(&case["prefill_last_logits"][0]),
+    );
+    eprintln!("fp16 image_prompt: prefill logits max abs diff {d:.3e}");
+    assert!(d < 5e-2);
+    assert_eq!(
+        out.sequences[0].generated_ids,
+        u32s(&case["greedy_tokens"][0])
+    );
+}
+
+#[test]
+fn seeded_sampling_is_reproducible_and_batch_independent() {
+    let r = reference();
+    let mut m = load_tiny();
+    let reqs: Vec<Request> = (1..3)
+        .map(|i| Request {
+            input_ids: ref_ids(&r["generation"][i], 0),
+            ..Default::default()
+        })
+        .collect();
+    let reqs = &reqs[..1]; // text only: generation[2] has an image
+    let opts = GenerateOptions {
+        max_new_tokens: 12,
+        stop_ids: Some(vec![]),
+        sampling: Sampling::Sample {
+            temperature: 1.0,
+            top_k: 64,
+            top_p: 0.95,
+            seed: 42,
+        },
+        ..Default::default()
+    };
+    let a = m.generate(reqs, &opts, &mut NoProcessor).unwrap();
+    let b = m.generate(reqs, &opts, &mut NoProcessor).unwrap();
+    assert_eq!(a.sequences[0].generated_ids, b.sequences[0].generated_ids);
+    let mut two = reqs.to_vec();
+    two.push(reqs[0].clone());
+    let c = m.generate(&two, &opts, &mut NoProcessor).unwrap();
+    assert_eq!(c.sequences[0].generated_ids, a.sequences[0].generated_ids);
 }
