@@ -446,9 +446,10 @@ fn encode_doc(encoder: &mut VisionEncoder, doc: &mut Doc) {
         .insert("vision".into(), t.elapsed().as_secs_f64() * 1e3);
 }
 
-/// One prompt: which pages it shows.
+/// One prompt: which pages it shows, and its tokens.
 struct Prompt {
     pages: Vec<usize>,
+    input_ids: Vec<u32>,
 }
 
 fn generate_doc(
@@ -458,28 +459,127 @@ fn generate_doc(
     doc: &mut Doc,
 ) {
     let t = Instant::now();
-    let n = doc.pages.len();
-    let prompts: Vec<Prompt> = match &settings.task {
-        Task::Extract { .. } if n <= settings.max_pages_per_prompt => vec![Prompt {
-            pages: (0..n).collect(),
-        }],
-        _ => (0..n).map(|i| Prompt { pages: vec![i] }).collect(),
-    };
-    let mut outputs: Vec<(Vec<u32>, Option<String>, bool)> = Vec::with_capacity(prompts.len());
-    for chunk in prompts.chunks(settings.batch_size.max(1)) {
-        match generate_chunk(model, constraint, settings, doc, chunk) {
-            Ok(mut out) => outputs.append(&mut out),
-            Err(e) => {
-                doc.fail("generation_failed", e, None);
-                break;
+    match prompts(model, settings, doc) {
+        Ok(prompts) => {
+            let mut outputs: Vec<Output> = Vec::with_capacity(prompts.len());
+            for chunk in prompts.chunks(settings.batch_size.max(1)) {
+                match generate_chunk(model, constraint, settings, doc, chunk) {
+                    Ok(mut out) => outputs.append(&mut out),
+                    Err(e) => {
+                        doc.fail("generation_failed", e, None);
+                        break;
+                    }
+                }
+            }
+            if doc.error.is_none() {
+                finish_doc(model, constraint, settings, doc, &prompts, outputs);
             }
         }
-    }
-    if doc.error.is_none() {
-        finish_doc(model, constraint, settings, doc, &prompts, outputs);
+        Err(e) => doc.fail("prompt_too_long", e, None),
     }
     doc.timings_ms
         .insert("generate".into(), t.elapsed().as_secs_f64() * 1e3);
+}
+
+/// The prompts of a document: `extract` shows all pages in one prompt while they fit the page
+/// limit and the context, else one prompt per page (merged later); free text is per page.
+fn prompts(model: &Gemma4, settings: &RunSettings, doc: &mut Doc) -> Result<Vec<Prompt>, String> {
+    let n = doc.pages.len();
+    if matches!(settings.task, Task::Extract { .. }) && n > 1 && n <= settings.max_pages_per_prompt
+    {
+        let pages: Vec<usize> = (0..n).collect();
+        let input_ids = prompt_ids(
+            model,
+            settings,
+            doc,
+            &pages,
+            task::MAX_ANCHOR_CHARS_PER_PAGE,
+        )?;
+        if fits(model, settings, &input_ids).is_ok() {
+            return Ok(vec![Prompt { pages, input_ids }]);
+        }
+        doc.warnings.push(format!(
+            "the {n} pages do not fit one prompt ({} tokens): extracted page by page and merged",
+            input_ids.len()
+        ));
+    }
+    let mut prompts = Vec::with_capacity(n);
+    for i in 0..n {
+        // A long text layer is cut (halved until it fits) before a page is given up.
+        let mut anchor_chars = task::MAX_ANCHOR_CHARS_PER_PAGE;
+        loop {
+            let input_ids = prompt_ids(model, settings, doc, &[i], anchor_chars)?;
+            match fits(model, settings, &input_ids) {
+                Ok(()) => {
+                    if anchor_chars < task::MAX_ANCHOR_CHARS_PER_PAGE {
+                        doc.pages[i].record.warnings.push(format!(
+                            "text layer cut to {anchor_chars} characters to fit the context"
+                        ));
+                    }
+                    prompts.push(Prompt {
+                        pages: vec![i],
+                        input_ids,
+                    });
+                    break;
+                }
+                Err(_) if settings.text_anchor && anchor_chars > 0 => {
+                    anchor_chars = if anchor_chars > 250 {
+                        anchor_chars / 2
+                    } else {
+                        0
+                    };
+                }
+                Err(e) => return Err(format!("page {}: {e}", i + 1)),
+            }
+        }
+    }
+    Ok(prompts)
+}
+
+fn prompt_ids(
+    model: &Gemma4,
+    settings: &RunSettings,
+    doc: &Doc,
+    pages: &[usize],
+    anchor_chars: usize,
+) -> Result<Vec<u32>, String> {
+    let anchor = if settings.text_anchor {
+        task::text_anchor(
+            pages
+                .iter()
+                .map(|&i| doc.pages[i].loaded.text_layer.as_deref()),
+            anchor_chars,
+        )
+    } else {
+        None
+    };
+    let instruction = settings.task.instruction(pages.len(), anchor.as_deref());
+    let images: Vec<&ProcessedImage> = pages
+        .iter()
+        .filter_map(|&i| doc.pages[i].image.as_ref())
+        .collect();
+    let messages = [Message::user_with_images(images.len(), &instruction)];
+    model
+        .prompt_ids(&messages, &images, false)
+        .map_err(|e| e.to_string())
+}
+
+/// The prompt and `max_new_tokens` within the model's context.
+fn fits(model: &Gemma4, settings: &RunSettings, input_ids: &[u32]) -> Result<(), String> {
+    let limit = model
+        .config
+        .text_config
+        .max_position_embeddings
+        .unwrap_or(usize::MAX);
+    if input_ids.len() + settings.max_new_tokens > limit {
+        return Err(format!(
+            "prompt of {} tokens + {} new tokens exceeds the model's context of {limit}; \
+             lower --max-new-tokens or --budget",
+            input_ids.len(),
+            settings.max_new_tokens
+        ));
+    }
+    Ok(())
 }
 
 /// Generated ids, the constraint's error if any, and whether the output is complete.
@@ -494,48 +594,14 @@ fn generate_chunk(
 ) -> Result<Vec<Output>, String> {
     let mut requests = Vec::with_capacity(chunk.len());
     for prompt in chunk {
-        let anchor = if settings.text_anchor {
-            task::text_anchor(
-                prompt
-                    .pages
-                    .iter()
-                    .map(|&i| doc.pages[i].loaded.text_layer.as_deref()),
-            )
-        } else {
-            None
-        };
-        let instruction = settings
-            .task
-            .instruction(prompt.pages.len(), anchor.as_deref());
-        let images: Vec<&ProcessedImage> = prompt
-            .pages
-            .iter()
-            .filter_map(|&i| doc.pages[i].image.as_ref())
-            .collect();
-        let messages = [Message::user_with_images(images.len(), &instruction)];
-        let input_ids = model
-            .prompt_ids(&messages, &images, false)
-            .map_err(|e| e.to_string())?;
-        let limit = model
-            .config
-            .text_config
-            .max_position_embeddings
-            .unwrap_or(usize::MAX);
-        if input_ids.len() + settings.max_new_tokens > limit {
-            return Err(format!(
-                "prompt of {} tokens + {} new tokens exceeds the model's context of {limit}",
-                input_ids.len(),
-                settings.max_new_tokens
-            ));
-        }
         let features: Vec<f32> = prompt
             .pages
             .iter()
             .flat_map(|&i| doc.pages[i].features.iter().flatten().copied())
             .collect();
-        doc.tokens.prompt += input_ids.len() as u64;
+        doc.tokens.prompt += prompt.input_ids.len() as u64;
         requests.push(Request {
-            input_ids,
+            input_ids: prompt.input_ids.clone(),
             images: Vec::new(),
             image_features: Some(features),
         });

@@ -61,8 +61,14 @@ impl Task {
     }
 }
 
-/// The text layers of `pages` as one anchor, each page cut to [`MAX_ANCHOR_CHARS_PER_PAGE`].
-pub fn text_anchor<'a>(pages: impl IntoIterator<Item = Option<&'a str>>) -> Option<String> {
+/// The text layers of `pages` as one anchor, each page cut to `max_chars` characters.
+pub fn text_anchor<'a>(
+    pages: impl IntoIterator<Item = Option<&'a str>>,
+    max_chars: usize,
+) -> Option<String> {
+    if max_chars == 0 {
+        return None;
+    }
     let parts: Vec<String> = pages
         .into_iter()
         .enumerate()
@@ -71,7 +77,7 @@ pub fn text_anchor<'a>(pages: impl IntoIterator<Item = Option<&'a str>>) -> Opti
             if text.is_empty() {
                 return None;
             }
-            let cut: String = text.chars().take(MAX_ANCHOR_CHARS_PER_PAGE).collect();
+            let cut: String = text.chars().take(max_chars).collect();
             Some(format!("[page {}]\n{cut}", i + 1))
         })
         .collect();
@@ -135,10 +141,15 @@ mod tests {
     #[test]
     fn anchors_skip_empty_pages_and_cut_long_ones() {
         let long = "x".repeat(MAX_ANCHOR_CHARS_PER_PAGE + 10);
-        let anchor = text_anchor([Some("first"), None, Some(" "), Some(long.as_str())]).unwrap();
+        let anchor = text_anchor(
+            [Some("first"), None, Some(" "), Some(long.as_str())],
+            MAX_ANCHOR_CHARS_PER_PAGE,
+        )
+        .unwrap();
         assert!(anchor.starts_with("[page 1]\nfirst\n\n[page 4]\n"));
         assert_eq!(anchor.matches('x').count(), MAX_ANCHOR_CHARS_PER_PAGE);
-        assert_eq!(text_anchor([None, Some("")]), None);
+        assert_eq!(text_anchor([None, Some("")], 10), None);
+        assert_eq!(text_anchor([Some("text")], 0), None);
     }
 
     #[test]
