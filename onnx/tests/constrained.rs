@@ -732,6 +732,31 @@ fn constrained_rejects_uncompilable_and_oversized_schemas() {
     }
 }
 
+/// Every sample schema in samples/schemas compiles, and its outputs validate.
+#[test]
+fn constrained_sample_schemas_compile() {
+    let tok = tokenizer();
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut n = 0;
+    for entry in std::fs::read_dir(samples_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        let schema: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let c = JsonConstraint::new(&tok, &schema, &BoundOptions::new(8192))
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        for _ in 0..20 {
+            let mut seq = c.matcher();
+            generate(&mut seq, &mut rng, tok.vocab_size(), 8192, &mut Vec::new());
+            c.validate_sequence(&seq)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        }
+        n += 1;
+    }
+    assert!(n >= 2);
+}
+
 /// The per-schema state is shared across threads; a sequence moves between them.
 #[test]
 fn constrained_types_are_thread_safe() {
