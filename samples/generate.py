@@ -369,6 +369,47 @@ def png_bomb(w, h):
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 1024)) + chunk(b"IEND", b"")
 
 
+def mixed_50_pages(path):
+    """50 A4 pages for the render benchmark: text pages, table pages and scanned-style image
+    pages (one shared image, so the file stays small)."""
+    rng = random.Random(50)
+    items = invoice_items()
+    scan = Image.new("L", (827, 1169), 245)
+    d = ImageDraw.Draw(scan)
+    for i in range(40):
+        d.text((60, 60 + i * 26), f"Scanned line {i:02d}: " + "lorem ipsum dolor sit amet " * 2,
+               fill=30, font=ImageFont.load_default(16))
+    buf = io.BytesIO()
+    scan.save(buf, "JPEG", quality=50)
+    scan_reader = ImageReader(io.BytesIO(buf.getvalue()))
+    c = canvas.Canvas(str(path), pagesize=A4, invariant=1)
+    w, h = A4
+    for page in range(50):
+        kind = page % 3
+        if kind == 0:
+            c.setFont("Helvetica-Bold", 14)
+            c.drawString(50, h - 60, f"Report page {page + 1}")
+            c.setFont("Helvetica", 9)
+            for i in range(60):
+                words = " ".join(rng.choice(["invoice", "total", "amount", "vendor", "net", "tax",
+                                             "order", "delivery", "payment", "due"]) for _ in range(14))
+                c.drawString(50, h - 90 - i * 12, words)
+        elif kind == 1:
+            c.setFont("Helvetica-Bold", 12)
+            c.drawString(50, h - 60, f"Line items, page {page + 1}")
+            c.setFont("Helvetica", 10)
+            for i, it in enumerate(items):
+                y = h - 90 - i * 18
+                c.drawString(50, y, it["sku"])
+                c.drawString(120, y, it["description"])
+                c.drawRightString(545, y, it["amount"])
+                c.line(50, y - 4, 545, y - 4)
+        else:
+            c.drawImage(scan_reader, 0, 0, width=w, height=h)
+        c.showPage()
+    c.save()
+
+
 def main():
     truth = {"documents": []}
     truth["documents"].append(born_digital_invoice(HERE / "invoice.pdf"))
@@ -376,10 +417,12 @@ def main():
     truth["documents"].append(landscape_statement(HERE / "landscape.pdf"))
     truth["documents"].append(multipage_tiff(HERE / "delivery.tiff"))
     small_images()
+    mixed_50_pages(HERE / "mixed50.pdf")
     truth["documents"] += [
         {"file": "square.png", "kind": "image", "size_px": [300, 300], "note": "RGBA; transparent corners composite onto white"},
         {"file": "strip.png", "kind": "image", "size_px": [2400, 30], "note": "extreme aspect ratio (80:1)"},
         {"file": "receipt.jpg", "kind": "image", "size_px": [640, 480], "fields": {"total": "12.99"}},
+        {"file": "mixed50.pdf", "kind": "benchmark_pdf", "pages": 50, "note": "text, table and scanned-image pages for benches/render.rs"},
         {"file": "receipt.webp", "kind": "image", "size_px": [640, 480], "fields": {"total": "12.99"}},
     ]
     malformed((HERE / "invoice.pdf").read_bytes())

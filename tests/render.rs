@@ -255,3 +255,24 @@ fn folders_are_mirrored_and_a_bad_file_does_not_stop_the_others() {
     );
     assert_no_temp_files(out.path());
 }
+
+#[test]
+fn a_long_pdf_is_split_across_workers_and_every_page_comes_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = render(dir.path(), &["samples/mixed50.pdf", "--workers", "2"], &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let mut indices: Vec<u64> = r
+        .pages()
+        .iter()
+        .map(|p| p["page_index"].as_u64().unwrap())
+        .collect();
+    indices.sort();
+    assert_eq!(indices, (0..50).collect::<Vec<_>>());
+    assert!(r.pages().iter().all(|p| p["page_count"] == 50));
+    assert!(r.pages().iter().all(|p| size_of(p) == (672, 912)));
+    assert!(
+        r.stderr.contains("rendered 1 documents, 50 pages"),
+        "{}",
+        r.stderr
+    );
+}

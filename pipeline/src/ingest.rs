@@ -6,8 +6,9 @@ use crate::sources::Source;
 use crossbeam_channel::Receiver;
 
 /// The events of rendering `sources`: pages, error records, and one `Finished` per document.
-/// Pages of one document come in page order; documents interleave across workers. Dropping it
-/// early stops the workers.
+/// Documents interleave across workers, and a long PDF is split into page ranges rendered by
+/// several workers, so pages of one document may come out of order (sort by `page_index`);
+/// its `Finished` comes after all its pages and errors. Dropping the iterator stops the workers.
 pub struct Ingest {
     events: Receiver<Event>,
     pool: Option<Pool>,

@@ -100,7 +100,6 @@ pub fn run(global: &super::Global, args: RenderArgs) -> anyhow::Result<u8> {
     if let Some(n) = args.workers {
         opts.workers = n;
     }
-    opts.workers = opts.workers.min(collected.sources.len()).max(1);
     opts.password = password;
     opts.page_timeout = Duration::from_secs_f64(args.page_timeout);
     opts.image_limits.max_pixels = args.max_pixels;

@@ -15,6 +15,7 @@ use std::ffi::OsString;
 use std::io::{BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -80,7 +81,8 @@ pub enum Event {
     Page(Page),
     /// A document, or one page of it, failed.
     Error(DocError),
-    /// A document is done (after its pages and errors).
+    /// A document is done: after all its pages and errors (pages of a PDF split across
+    /// workers may arrive out of page order).
     Finished(Finished),
 }
 
@@ -103,16 +105,46 @@ impl Pool {
     /// Starts `opts.workers` slots reading `sources` and writing `events`. The pool ends when
     /// `sources` is closed and drained (or `events` is dropped).
     pub fn spawn(opts: PoolOptions, sources: Receiver<Source>, events: Sender<Event>) -> Pool {
-        let opts = Arc::new(opts);
-        let threads = (0..opts.workers.max(1))
+        let (split_tx, split_rx) = crossbeam_channel::unbounded();
+        let shared = Arc::new(Shared {
+            opts,
+            split_tx,
+            split_rx,
+            opening: AtomicUsize::new(0),
+        });
+        // The dispatcher counts a PDF as `opening` before any slot can see it, so an idle slot
+        // never leaves while a document that may still split is on its way.
+        let (inner_tx, inner_rx) = crossbeam_channel::bounded::<Source>(0);
+        let dispatcher = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("quire-render-dispatch".into())
+                .spawn(move || {
+                    for source in sources {
+                        let splits = source.format == Format::Pdf && shared.opts.workers > 1;
+                        if splits {
+                            shared.opening.fetch_add(1, Ordering::SeqCst);
+                        }
+                        if inner_tx.send(source).is_err() {
+                            if splits {
+                                shared.opening.fetch_sub(1, Ordering::SeqCst);
+                            }
+                            break;
+                        }
+                    }
+                })
+                .expect("spawning the render dispatcher")
+        };
+        let mut threads: Vec<JoinHandle<()>> = (0..shared.opts.workers.max(1))
             .map(|i| {
-                let (opts, sources, events) = (opts.clone(), sources.clone(), events.clone());
+                let (shared, sources, events) = (shared.clone(), inner_rx.clone(), events.clone());
                 std::thread::Builder::new()
                     .name(format!("quire-render-{i}"))
-                    .spawn(move || Slot::new(opts, events).run(sources))
+                    .spawn(move || Slot::new(shared, events).run(sources))
                     .expect("spawning a render thread")
             })
             .collect();
+        threads.push(dispatcher);
         Pool { threads }
     }
 
@@ -124,38 +156,134 @@ impl Pool {
     }
 }
 
+/// With several workers, a PDF's first job covers this many pages; once its page count is
+/// known, the rest is split into ranges that idle slots take (so one long PDF uses every
+/// worker). Each range reopens the document in its worker.
+const FIRST_RANGE: u32 = 4;
+/// Smallest range split off.
+const MIN_RANGE: u32 = 4;
+
+struct Shared {
+    opts: PoolOptions,
+    /// Page ranges split off documents, taken before new documents.
+    split_tx: Sender<Range>,
+    split_rx: Receiver<Range>,
+    /// First ranges still waiting for their page count (they may still split).
+    opening: AtomicUsize,
+}
+
+/// A PDF in flight, possibly split into ranges rendered by several slots.
+struct DocShared {
+    source: Source,
+    /// Ranges not finished; the slot that finishes the last one sends `Finished`.
+    outstanding: AtomicUsize,
+    pages: AtomicU32,
+    errors: AtomicU32,
+}
+
+/// Pages `start..end` (`end` `None`: to the last page) of a document.
+struct Range {
+    doc: Arc<DocShared>,
+    start: u32,
+    end: Option<u32>,
+    /// The document's first range, counted in `Shared::opening` until its page count is known.
+    first: bool,
+}
+
+/// Pages and errors sent for one document or range.
+#[derive(Default)]
+struct Tally {
+    pages: u32,
+    errors: u32,
+}
+
 /// The events receiver was dropped: stop.
 struct Stopped;
 
+enum Work {
+    New(Source),
+    Range(Range),
+}
+
 struct Slot {
-    opts: Arc<PoolOptions>,
+    shared: Arc<Shared>,
     events: Sender<Event>,
     worker: Option<Worker>,
 }
 
 impl Slot {
-    fn new(opts: Arc<PoolOptions>, events: Sender<Event>) -> Self {
+    fn new(shared: Arc<Shared>, events: Sender<Event>) -> Self {
         Slot {
-            opts,
+            shared,
             events,
             worker: None,
         }
     }
 
-    fn run(mut self, sources: Receiver<Source>) {
-        for source in sources {
-            let mut tally = Finished {
-                source: source.path.clone(),
-                relative: source.relative.clone(),
-                pages: 0,
-                errors: 0,
-            };
-            let result = if source.format == Format::Pdf {
-                self.pdf(&source, &mut tally)
+    fn next_work(&self, sources: &Receiver<Source>, sources_open: &mut bool) -> Option<Work> {
+        let split = &self.shared.split_rx;
+        loop {
+            if let Ok(range) = split.try_recv() {
+                return Some(Work::Range(range));
+            }
+            if *sources_open {
+                crossbeam_channel::select! {
+                    recv(split) -> range => {
+                        if let Ok(range) = range {
+                            return Some(Work::Range(range));
+                        }
+                    }
+                    recv(sources) -> source => match source {
+                        Ok(source) => return Some(Work::New(source)),
+                        Err(_) => *sources_open = false,
+                    }
+                }
             } else {
-                self.image(&source, &mut tally)
+                // No new documents: wait only while some document may still split.
+                if self.shared.opening.load(Ordering::SeqCst) == 0 && split.is_empty() {
+                    return None;
+                }
+                if let Ok(range) = split.recv_timeout(Duration::from_millis(20)) {
+                    return Some(Work::Range(range));
+                }
+            }
+        }
+    }
+
+    fn run(mut self, sources: Receiver<Source>) {
+        let mut sources_open = true;
+        while let Some(work) = self.next_work(&sources, &mut sources_open) {
+            let result = match work {
+                Work::New(source) if source.format == Format::Pdf => {
+                    // Counted in `opening` by the dispatcher.
+                    let split = self.shared.opts.workers > 1;
+                    let doc = Arc::new(DocShared {
+                        source,
+                        outstanding: AtomicUsize::new(1),
+                        pages: AtomicU32::new(0),
+                        errors: AtomicU32::new(0),
+                    });
+                    self.range(Range {
+                        doc,
+                        start: 0,
+                        end: split.then_some(FIRST_RANGE),
+                        first: split,
+                    })
+                }
+                Work::New(source) => {
+                    let mut tally = Tally::default();
+                    self.image(&source, &mut tally).and_then(|()| {
+                        self.send(Event::Finished(Finished {
+                            source: source.path.clone(),
+                            relative: source.relative.clone(),
+                            pages: tally.pages,
+                            errors: tally.errors,
+                        }))
+                    })
+                }
+                Work::Range(range) => self.range(range),
             };
-            if result.is_err() || self.send(Event::Finished(tally)).is_err() {
+            if result.is_err() {
                 break;
             }
         }
@@ -164,17 +292,65 @@ impl Slot {
         }
     }
 
+    /// Renders one range; the last range of a document to finish reports the document.
+    fn range(&mut self, mut range: Range) -> Result<(), Stopped> {
+        let mut tally = Tally::default();
+        let result = self.pdf(&mut range, &mut tally);
+        if range.first {
+            // Never learnt its page count (failed to open): it will not split.
+            self.shared.opening.fetch_sub(1, Ordering::SeqCst);
+        }
+        let doc = &range.doc;
+        doc.pages.fetch_add(tally.pages, Ordering::SeqCst);
+        doc.errors.fetch_add(tally.errors, Ordering::SeqCst);
+        result?;
+        if doc.outstanding.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.send(Event::Finished(Finished {
+                source: doc.source.path.clone(),
+                relative: doc.source.relative.clone(),
+                pages: doc.pages.load(Ordering::SeqCst),
+                errors: doc.errors.load(Ordering::SeqCst),
+            }))?;
+        }
+        Ok(())
+    }
+
+    /// Splits the pages after the first range of a `count`-page document into ranges for the
+    /// other slots.
+    fn split(&self, range: &mut Range, count: u32) {
+        range.first = false;
+        let from = range.end.unwrap_or(count);
+        if from < count {
+            let workers = self.shared.opts.workers.max(1) as u32;
+            let size = (count - from).div_ceil(2 * workers).max(MIN_RANGE);
+            let mut start = from;
+            while start < count {
+                let end = (start + size).min(count);
+                range.doc.outstanding.fetch_add(1, Ordering::SeqCst);
+                let _ = self.shared.split_tx.send(Range {
+                    doc: range.doc.clone(),
+                    start,
+                    end: Some(end),
+                    first: false,
+                });
+                start = end;
+            }
+        }
+        self.shared.opening.fetch_sub(1, Ordering::SeqCst);
+    }
+
     fn send(&self, event: Event) -> Result<(), Stopped> {
         self.events.send(event).map_err(|_| Stopped)
     }
 
-    fn error(&self, tally: &mut Finished, error: DocError) -> Result<(), Stopped> {
+    fn error(&self, tally: &mut Tally, error: DocError) -> Result<(), Stopped> {
         tally.errors += 1;
         self.send(Event::Error(error))
     }
 
-    fn image(&mut self, source: &Source, tally: &mut Finished) -> Result<(), Stopped> {
-        let opts = self.opts.clone();
+    fn image(&mut self, source: &Source, tally: &mut Tally) -> Result<(), Stopped> {
+        let shared = self.shared.clone();
+        let opts = &shared.opts;
         let mut stopped = false;
         let mut started = Instant::now();
         let single = source.format != Format::Tiff;
@@ -233,9 +409,11 @@ impl Slot {
         }
     }
 
-    fn pdf(&mut self, source: &Source, tally: &mut Finished) -> Result<(), Stopped> {
+    fn pdf(&mut self, range: &mut Range, tally: &mut Tally) -> Result<(), Stopped> {
+        let doc = range.doc.clone();
+        let source = &doc.source;
         let path = &source.path;
-        let mut start = 0u32;
+        let mut start = range.start;
         let mut failures = 0u32;
         let mut page_count: Option<u32> = None;
         loop {
@@ -253,15 +431,21 @@ impl Slot {
             let mut worker = worker;
             let job = Job {
                 path: path.clone(),
-                password: self.opts.password.clone(),
-                budget: self.opts.budget,
+                password: self.shared.opts.password.clone(),
+                budget: self.shared.opts.budget,
                 start_page: start,
+                end_page: range.end,
             };
             let failure = match worker.send(&job) {
                 Err(e) => Some((ErrorKind::WorkerCrashed, worker.died(&format!("{e}")))),
                 Ok(()) => loop {
-                    match worker.recv(self.opts.page_timeout) {
-                        Received::Frame(Reply::Opened { page_count: n }, _) => page_count = Some(n),
+                    match worker.recv(self.shared.opts.page_timeout) {
+                        Received::Frame(Reply::Opened { page_count: n }, _) => {
+                            page_count = Some(n);
+                            if range.first {
+                                self.split(range, n);
+                            }
+                        }
                         Received::Frame(
                             Reply::Page {
                                 index,
@@ -321,7 +505,7 @@ impl Slot {
                         }
                         Received::Timeout => {
                             worker.kill();
-                            let secs = self.opts.page_timeout.as_secs_f64();
+                            let secs = self.shared.opts.page_timeout.as_secs_f64();
                             let message = match page_count {
                                 Some(_) => format!("PDFium took longer than {secs} s on this page; its worker was killed"),
                                 None => format!("PDFium took longer than {secs} s to open the document; its worker was killed"),
@@ -338,7 +522,7 @@ impl Slot {
                 unreachable!("the loop only ends with a failure or returns")
             };
             failures += 1;
-            let Some(count) = page_count else {
+            let Some(count) = page_count.map(|n| range.end.map_or(n, |e| e.min(n))) else {
                 // Died while opening: the document failed.
                 return self.error(tally, DocError::new(path, kind, message));
             };
@@ -354,7 +538,7 @@ impl Slot {
             if start >= count {
                 return Ok(());
             }
-            if failures >= self.opts.max_failures_per_document {
+            if failures >= self.shared.opts.max_failures_per_document {
                 return self.error(
                     tally,
                     DocError::new(
@@ -372,11 +556,12 @@ impl Slot {
 
     fn start_worker(&self) -> Result<Worker, String> {
         let command = self
+            .shared
             .opts
             .worker
             .as_ref()
             .ok_or_else(|| "PDFium is not available (run `quire setup`)".to_string())?;
-        Worker::start(command, self.opts.start_timeout)
+        Worker::start(command, self.shared.opts.start_timeout)
     }
 }
 

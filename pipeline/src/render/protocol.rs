@@ -17,7 +17,7 @@ pub const MAX_HEADER: u32 = 64 << 20;
 /// Largest payload accepted: budget 1120 is at most ~2.6 Mpx, i.e. ~8 MB of RGB.
 pub const MAX_PAYLOAD: u64 = 256 << 20;
 
-/// Render `path` from page `start_page` on.
+/// Render pages `start_page..end_page` of `path`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Job {
     pub path: PathBuf,
@@ -26,6 +26,9 @@ pub struct Job {
     pub budget: Budget,
     #[serde(default)]
     pub start_page: u32,
+    /// Stop before this page (`None`: render to the last page).
+    #[serde(default)]
+    pub end_page: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

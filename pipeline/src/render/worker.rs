@@ -87,7 +87,8 @@ impl Renderer {
             return write_frame(out, &reply, &[]);
         }
         let rule = ResizeRule::default();
-        for index in job.start_page..page_count {
+        let end = job.end_page.map_or(page_count, |e| e.min(page_count));
+        for index in job.start_page..end {
             test_hooks(&job.path);
             let started = Instant::now();
             let reply = match self.page(pages, index, job, &rule) {
