@@ -276,3 +276,15 @@ fn a_long_pdf_is_split_across_workers_and_every_page_comes_once() {
         r.stderr
     );
 }
+
+#[test]
+fn an_output_folder_inside_the_input_folder_is_not_taken_as_input() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(sample("landscape.pdf"), dir.path().join("landscape.pdf")).unwrap();
+    let out = dir.path().join("out");
+    for _ in 0..2 {
+        let r = render(&out, &[dir.path().to_str().unwrap()], &[]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert_eq!(r.pages().len(), 1, "{:?}", r.lines);
+    }
+}

@@ -34,11 +34,21 @@ pub struct Collected {
 /// in a folder is skipped quietly unless its content or its extension says it is a PDF or an
 /// image (then a bad one is an error that names it).
 pub fn collect(inputs: &[PathBuf]) -> Collected {
+    collect_excluding(inputs, &[])
+}
+
+/// [`collect`], never walking into the folders `exclude` (the output folder, when it lies
+/// inside an input folder: a rerun must not take its own PNGs as inputs).
+pub fn collect_excluding(inputs: &[PathBuf], exclude: &[PathBuf]) -> Collected {
+    let exclude: Vec<PathBuf> = exclude
+        .iter()
+        .filter_map(|p| std::fs::canonicalize(p).ok())
+        .collect();
     let mut out = Collected::default();
     for input in inputs {
         match std::fs::metadata(input) {
             Err(e) => out.errors.push(io_error(input, &e)),
-            Ok(meta) if meta.is_dir() => walk(input, &mut out),
+            Ok(meta) if meta.is_dir() => walk(input, &exclude, &mut out),
             Ok(_) => {
                 let relative = input
                     .file_name()
@@ -52,10 +62,16 @@ pub fn collect(inputs: &[PathBuf]) -> Collected {
     out
 }
 
-fn walk(root: &Path, out: &mut Collected) {
+fn walk(root: &Path, exclude: &[PathBuf], out: &mut Collected) {
     let walker = walkdir::WalkDir::new(root)
         .follow_links(true)
-        .sort_by_file_name();
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| {
+            exclude.is_empty()
+                || !e.file_type().is_dir()
+                || std::fs::canonicalize(e.path()).map_or(true, |p| !exclude.contains(&p))
+        });
     for entry in walker {
         match entry {
             Err(e) => {
@@ -223,6 +239,17 @@ mod tests {
         assert_eq!(got.sources.len(), 1);
         assert_eq!(got.errors.len(), 1);
         assert!(got.errors[0].message.contains("symlink loop"));
+    }
+
+    #[test]
+    fn the_output_folder_is_not_walked() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("in");
+        write(&root.join("a.pdf"), b"%PDF-1.4\n");
+        write(&root.join("out/a.pdf.p0001.png"), b"\x89PNG\r\n\x1a\nrest");
+        let got = collect_excluding(std::slice::from_ref(&root), &[root.join("out")]);
+        assert_eq!(got.sources.len(), 1);
+        assert_eq!(got.sources[0].relative, PathBuf::from("a.pdf"));
     }
 
     #[test]

@@ -67,7 +67,10 @@ pub fn run(global: &super::Global, args: RenderArgs) -> anyhow::Result<u8> {
         None => args.password.clone(),
     };
     let started = Instant::now();
-    let collected = quire_pipeline::collect(&args.inputs);
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating the output folder {}", args.out.display()))?;
+    let collected =
+        quire_pipeline::sources::collect_excluding(&args.inputs, std::slice::from_ref(&args.out));
     let worker = if collected
         .sources
         .iter()
@@ -83,8 +86,6 @@ pub fn run(global: &super::Global, args: RenderArgs) -> anyhow::Result<u8> {
         None
     };
 
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating the output folder {}", args.out.display()))?;
     let jsonl_path = args.out.join("pages.jsonl");
     let mut jsonl = AtomicFile::create(&jsonl_path, DEFAULT_MODE)
         .with_context(|| format!("creating {}", jsonl_path.display()))?;
