@@ -318,6 +318,19 @@ pub fn run(global: &super::Global, args: RunArgs) -> anyhow::Result<u8> {
         )?),
         _ => None,
     };
+    if let Some(c) = &constraint {
+        // The bounds that make a complete object always fit the token limit: say them, since
+        // they cap what the model can write.
+        let prepared = c.schema();
+        eprintln!(
+            "schema bounds for --max-new-tokens {}: strings without maxLength hold at most {} \
+             characters, arrays without maxItems at most {} items (worst case {} tokens)",
+            resolved.max_new_tokens,
+            prepared.default_max_length,
+            prepared.default_max_items,
+            prepared.worst_case_tokens
+        );
+    }
     let schema_value = match &resolved.task {
         Task::Extract { schema } => Some(schema),
         _ => None,
@@ -445,7 +458,16 @@ pub fn run(global: &super::Global, args: RunArgs) -> anyhow::Result<u8> {
             .zip(summary.records.iter().cloned()),
     );
     for error in &collected.errors {
-        all.push((error.path.clone(), input_error_record(&resolved, error)));
+        let mut record = input_error_record(&resolved, error);
+        // An unreadable file inside an input folder gets its error record where its output
+        // would have gone, like any failed document.
+        if let Some(relative) = relative_to_inputs(&resolved.inputs, &error.path) {
+            record.source = quire_exporters::layout::display_relative(&relative);
+            if let Err(e) = exporter.write_document(&relative, &record) {
+                tracing::warn!("{e}");
+            }
+        }
+        all.push((error.path.clone(), record));
     }
     all.sort_by(|a, b| a.0.cmp(&b.0));
     let records: Vec<DocumentRecord> = all.into_iter().map(|(_, r)| r).collect();
@@ -590,6 +612,22 @@ fn plan(
         plan.hashes.push(sha);
     }
     Ok(plan)
+}
+
+/// `path` relative to the input root it was found under, as the walk names documents.
+fn relative_to_inputs(inputs: &[PathBuf], path: &Path) -> Option<PathBuf> {
+    inputs
+        .iter()
+        .find_map(|input| {
+            if input.is_dir() {
+                path.strip_prefix(input).ok().map(Path::to_path_buf)
+            } else if input == path {
+                path.file_name().map(PathBuf::from)
+            } else {
+                None
+            }
+        })
+        .filter(|r| !r.as_os_str().is_empty())
 }
 
 /// The record of an input that could not even be read.

@@ -1,0 +1,342 @@
+//! `quire run` end to end on the samples with the tiny random-weight Gemma 4: outputs for every
+//! document (schema-valid JSON checked by an independent validator, non-empty Markdown), broken
+//! documents as error records with exit code 3, output paths contained, resume skipping done
+//! documents with byte-identical outputs.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn model() -> PathBuf {
+    root().join("samples/models/tiny-gemma4")
+}
+
+/// The good sample documents.
+const SAMPLES: [&str; 8] = [
+    "invoice.pdf",
+    "scanned.pdf",
+    "landscape.pdf",
+    "delivery.tiff",
+    "receipt.jpg",
+    "receipt.webp",
+    "square.png",
+    "strip.png",
+];
+
+fn quire(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_quire"))
+        .args(args)
+        .output()
+        .expect("run quire");
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn copy_samples(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    for name in SAMPLES {
+        std::fs::copy(root().join("samples").join(name), dir.join(name)).unwrap();
+    }
+}
+
+fn run_args<'a>(input: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "run",
+        input,
+        "--out",
+        out,
+        "--model",
+        model().to_str().unwrap().to_owned().leak(),
+        "--budget",
+        "70",
+        "--workers",
+        "2",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{path:?}: {e}")))
+        .unwrap()
+}
+
+#[test]
+fn extract_and_ocr_write_valid_outputs_for_every_sample() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    copy_samples(&input);
+    let schema_path = root().join("samples/schemas/invoice.schema.json");
+    let out = tmp.path().join("extract");
+    let result = quire(&run_args(
+        input.to_str().unwrap(),
+        out.to_str().unwrap(),
+        &[
+            "--schema",
+            schema_path.to_str().unwrap(),
+            "--max-new-tokens",
+            "2048",
+            "--format",
+            "json,jsonl",
+        ],
+    ));
+    assert_eq!(result.status.code(), Some(0));
+    let schema = read_json(&schema_path);
+    let validator = jsonschema::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .unwrap();
+    for name in SAMPLES {
+        let record = read_json(&out.join(format!("{name}.json")));
+        assert_eq!(record["source"], name);
+        assert!(record["error"].is_null(), "{name}: {}", record["error"]);
+        let data = &record["data"];
+        let errors: Vec<String> = validator.iter_errors(data).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{name}: {errors:?}\n{data}");
+        assert!(record["page_count"].as_u64().unwrap() >= 1);
+        assert_eq!(record["settings"]["budget"], 70);
+    }
+    let lines = std::fs::read_to_string(out.join("results.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), SAMPLES.len());
+
+    let out = tmp.path().join("ocr");
+    let result = quire(&run_args(
+        input.to_str().unwrap(),
+        out.to_str().unwrap(),
+        &["--task", "ocr", "--max-new-tokens", "24"],
+    ));
+    assert_eq!(result.status.code(), Some(0));
+    for name in SAMPLES {
+        let md = std::fs::read_to_string(out.join(format!("{name}.md"))).unwrap();
+        assert!(
+            md.contains("<!-- page 1 -->") && md.len() > 20,
+            "{name}: {md:?}"
+        );
+        let record = read_json(&out.join(format!("{name}.json")));
+        assert_eq!(record["task"], "ocr");
+        for page in record["pages"].as_array().unwrap() {
+            assert!(page["soft_tokens"].as_u64().unwrap() <= 70);
+        }
+    }
+    // Multi-page documents keep every page.
+    let tiff = read_json(&out.join("delivery.tiff.json"));
+    assert_eq!(tiff["page_count"], 3);
+    let md = std::fs::read_to_string(out.join("delivery.tiff.md")).unwrap();
+    assert!(md.contains("<!-- page 3 -->"));
+}
+
+#[test]
+fn broken_documents_are_error_records_and_the_rest_succeeds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    copy_samples(&input);
+    let broken = [
+        "garbage.pdf",
+        "truncated.pdf",
+        "encrypted.pdf",
+        "zero_pages.pdf",
+        "bad_stream.pdf",
+        "bomb.png",
+        "not_an_image.jpg",
+    ];
+    for name in broken {
+        std::fs::copy(
+            root().join("samples/malformed").join(name),
+            input.join(format!("broken_{name}")),
+        )
+        .unwrap();
+    }
+    let out = tmp.path().join("out");
+    let result = quire(&run_args(
+        input.to_str().unwrap(),
+        out.to_str().unwrap(),
+        &["--task", "ocr", "--max-new-tokens", "8"],
+    ));
+    assert_eq!(
+        result.status.code(),
+        Some(3),
+        "some documents failed: exit 3"
+    );
+    for name in SAMPLES {
+        let record = read_json(&out.join(format!("{name}.json")));
+        assert!(record["error"].is_null(), "{name}: {}", record["error"]);
+        assert!(out.join(format!("{name}.md")).is_file());
+    }
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    let mut failed = 0;
+    for name in broken {
+        let file = format!("broken_{name}");
+        let record = read_json(&out.join(format!("{file}.json")));
+        if name == "bad_stream.pdf" {
+            // PDFium renders a garbage content stream as a blank page: not an error.
+            assert!(record["error"].is_null());
+            continue;
+        }
+        failed += 1;
+        let error = &record["error"];
+        assert!(
+            error["kind"].is_string() && error["message"].is_string(),
+            "{file}: {record}"
+        );
+        assert!(
+            !out.join(format!("{file}.md")).exists(),
+            "{file}: no transcript"
+        );
+        assert!(stderr.contains(&file), "the summary names {file}");
+    }
+    let lines = std::fs::read_to_string(out.join("results.jsonl")).unwrap();
+    let records: Vec<Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), SAMPLES.len() + broken.len());
+    assert_eq!(
+        records.iter().filter(|r| !r["error"].is_null()).count(),
+        failed
+    );
+
+    // --allow-partial makes the same outcome exit 0.
+    let out2 = tmp.path().join("out2");
+    let result = quire(&run_args(
+        input.to_str().unwrap(),
+        out2.to_str().unwrap(),
+        &[
+            "--task",
+            "ocr",
+            "--max-new-tokens",
+            "8",
+            "--allow-partial",
+            "true",
+        ],
+    ));
+    assert_eq!(result.status.code(), Some(0));
+}
+
+#[cfg(unix)]
+#[test]
+fn output_paths_never_escape_the_output_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(input.join("sub")).unwrap();
+    let png = root().join("samples/square.png");
+    // Names that look like traversal are plain names.
+    std::fs::copy(&png, input.join("..evil.png")).unwrap();
+    std::fs::copy(&png, input.join("sub/..png")).unwrap();
+    std::fs::copy(&png, input.join("sub/x.png")).unwrap();
+    // A symlinked folder inside the input pointing outside it.
+    let outside_in = tmp.path().join("outside-in");
+    std::fs::create_dir_all(&outside_in).unwrap();
+    std::fs::copy(&png, outside_in.join("linked.png")).unwrap();
+    std::os::unix::fs::symlink(&outside_in, input.join("link")).unwrap();
+    // The output folder already holds a symlink where `sub/` would go.
+    let out = tmp.path().join("out");
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, out.join("sub")).unwrap();
+
+    let result = quire(&run_args(
+        input.to_str().unwrap(),
+        out.to_str().unwrap(),
+        &["--task", "ocr", "--max-new-tokens", "4"],
+    ));
+    assert_eq!(
+        result.status.code(),
+        Some(3),
+        "the documents under sub/ cannot be written"
+    );
+    assert!(out.join("..evil.png.json").is_file());
+    assert!(out.join("..evil.png.md").is_file());
+    assert_eq!(
+        std::fs::read_dir(&elsewhere).unwrap().count(),
+        0,
+        "nothing written through the symlinked folder"
+    );
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        4,
+        "nothing beside the folders"
+    );
+    let lines = std::fs::read_to_string(out.join("results.jsonl")).unwrap();
+    let failed: Vec<Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| !r["error"].is_null())
+        .collect();
+    assert!(failed.iter().all(|r| r["error"]["kind"] == "output_failed"
+        && r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("symlinked folder")));
+    assert_eq!(failed.len(), 2, "sub/..png and sub/x.png");
+}
+
+#[test]
+fn a_rerun_skips_done_documents_and_outputs_stay_identical() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    copy_samples(&input);
+    let out = tmp.path().join("out");
+    let args = run_args(
+        input.to_str().unwrap(),
+        out.to_str().unwrap(),
+        &["--task", "ocr", "--max-new-tokens", "16"],
+    );
+    assert_eq!(quire(&args).status.code(), Some(0));
+    let first = snapshot(&out);
+    let again = quire(&args);
+    assert_eq!(again.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&again.stderr)
+        .contains(&format!("{} documents were already done", SAMPLES.len())));
+    assert_eq!(snapshot(&out), first, "outputs unchanged by the rerun");
+
+    // Another budget changes the output: everything is redone.
+    let mut other = args.clone();
+    let i = other.iter().position(|a| *a == "70").unwrap();
+    other[i] = "140";
+    let redo = quire(&other);
+    assert_eq!(redo.status.code(), Some(0));
+    assert!(!String::from_utf8_lossy(&redo.stderr).contains("already done"));
+    let status = Command::new(env!("CARGO_BIN_EXE_quire"))
+        .args(["status", "--out", out.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["counts"]["done"], 2 * SAMPLES.len());
+    assert_eq!(status["counts"]["failed"], 0);
+}
+
+/// Every output file's bytes, with run-specific fields (`run`: timings) left out.
+fn snapshot(out: &Path) -> Vec<(String, String)> {
+    let mut files: Vec<(String, String)> = std::fs::read_dir(out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            let text = std::fs::read_to_string(&p).unwrap();
+            let content = if name.ends_with(".jsonl") {
+                text.lines()
+                    .map(|l| strip_run(serde_json::from_str(l).unwrap()))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            } else if name.ends_with(".json") {
+                strip_run(serde_json::from_str(&text).unwrap())
+            } else {
+                text
+            };
+            (name, content)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+fn strip_run(mut v: Value) -> String {
+    v.as_object_mut().unwrap().remove("run");
+    v.to_string()
+}
