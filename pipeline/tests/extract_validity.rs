@@ -129,9 +129,9 @@ fn every_extraction_is_schema_valid() {
             schema_name: Some(name.into()),
             loop_guard: Default::default(),
         };
-        let summary = run(
+        let (summary, _model) = run(
             model,
-            Some(constraint),
+            Some(Arc::new(constraint)),
             settings,
             sources,
             documents,

@@ -429,9 +429,9 @@ pub fn run(global: &super::Global, args: RunArgs) -> anyhow::Result<u8> {
         drop(store);
         show(event);
     };
-    let summary = quire_pipeline::run::run(
+    let (summary, _model) = quire_pipeline::run::run(
         model,
-        constraint,
+        constraint.map(Arc::new),
         settings,
         sources.clone(),
         documents,

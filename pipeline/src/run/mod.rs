@@ -182,16 +182,17 @@ pub fn compile_constraint(
 }
 
 /// Runs the pipeline over `documents` (the render stage's stream) and writes every result with
-/// `exporter`. `sources[i]` is the source of the document with index `i`.
+/// `exporter`. `sources[i]` is the source of the document with index `i`. The model comes back
+/// for the next batch (folder watch keeps one model for its whole life).
 pub fn run(
     mut model: Gemma4,
-    constraint: Option<JsonConstraint>,
+    constraint: Option<Arc<JsonConstraint>>,
     settings: RunSettings,
     sources: Arc<Vec<Source>>,
     documents: impl Iterator<Item = LoadedDocument> + Send + 'static,
     exporter: Exporter,
     observer: impl Fn(Event) + Send + 'static,
-) -> RunSummary {
+) -> (RunSummary, Gemma4) {
     let started = Instant::now();
     let settings = Arc::new(settings);
     let (render_tx, render_rx) = bounded::<Doc>(2);
@@ -238,7 +239,7 @@ pub fn run(
         vis_rx,
         gen_tx,
         Some(model),
-        move |model, doc| generate_doc(model, constraint.as_ref(), &gen_settings, doc),
+        move |model, doc| generate_doc(model, constraint.as_deref(), &gen_settings, doc),
     );
 
     let export_settings = settings.clone();
@@ -276,20 +277,25 @@ pub fn run(
         });
         records.push((index, record));
     }
+    let (vision_report, vision) = vision.join().expect("vision stage");
+    let (generate_report, model) = generate.join().expect("generate stage");
+    let mut model = model.expect("the generate stage keeps the model");
+    model.vision = vision;
     let stages = vec![
         render.join().expect("render stage"),
         preprocess.join().expect("preprocess stage"),
-        vision.join().expect("vision stage"),
-        generate.join().expect("generate stage"),
+        vision_report,
+        generate_report,
         export.join().expect("export stage"),
     ];
     // Present records in input order, whatever order the stages finished them in.
     records.sort_by_key(|(index, _)| *index);
-    RunSummary {
+    let summary = RunSummary {
         records: records.into_iter().map(|(_, r)| r).collect(),
         stages,
         wall: started.elapsed(),
-    }
+    };
+    (summary, model)
 }
 
 /// A stage that owns a model part (`state`) and records time in model calls as inference.
@@ -299,7 +305,7 @@ fn spawn_model_stage<S: Send + 'static>(
     output: crossbeam_channel::Sender<Doc>,
     mut state: Option<S>,
     mut work: impl FnMut(&mut S, &mut Doc) + Send + 'static,
-) -> std::thread::JoinHandle<StageReport> {
+) -> std::thread::JoinHandle<(StageReport, Option<S>)> {
     let name = name.to_string();
     std::thread::Builder::new()
         .name(format!("stage-{name}"))
@@ -326,7 +332,7 @@ fn spawn_model_stage<S: Send + 'static>(
                     break;
                 }
             }
-            report
+            (report, state)
         })
         .expect("spawn model stage")
 }
