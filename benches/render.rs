@@ -37,6 +37,7 @@ fn main() {
                     Some(WorkerCommand::quire(exe.clone(), &pdfium.library)),
                 );
                 opts.workers = workers;
+                opts.split_long_documents = true;
                 let source = Source {
                     path: pdf.clone(),
                     relative: "mixed50.pdf".into(),

@@ -6,9 +6,10 @@ use crate::sources::Source;
 use crossbeam_channel::Receiver;
 
 /// The events of rendering `sources`: pages, error records, and one `Finished` per document.
-/// Documents interleave across workers, and a long PDF is split into page ranges rendered by
-/// several workers, so pages of one document may come out of order (sort by `page_index`);
-/// its `Finished` comes after all its pages and errors. Dropping the iterator stops the workers.
+/// Documents interleave across workers; a document's pages come in page order unless
+/// `opts.split_long_documents` lets several workers share a long PDF (then sort by
+/// `page_index`). Its `Finished` comes after all its pages and errors. Dropping the iterator
+/// stops the workers.
 pub struct Ingest {
     events: Receiver<Event>,
     pool: Option<Pool>,

@@ -101,6 +101,8 @@ pub fn run(global: &super::Global, args: RenderArgs) -> anyhow::Result<u8> {
     if let Some(n) = args.workers {
         opts.workers = n;
     }
+    // One long PDF uses every worker; outputs are per page, so page order does not matter.
+    opts.split_long_documents = true;
     opts.password = password;
     opts.page_timeout = Duration::from_secs_f64(args.page_timeout);
     opts.image_limits.max_pixels = args.max_pixels;

@@ -55,6 +55,10 @@ pub struct PoolOptions {
     /// Worker crashes or timeouts on one document after which its remaining pages are skipped.
     pub max_failures_per_document: u32,
     pub image_limits: ImageLimits,
+    /// Split long PDFs into page ranges that several workers render at once. Pages of such a
+    /// document then arrive out of page order (consumers sort by `page_index`); off by
+    /// default, so each document's pages come in order from one worker.
+    pub split_long_documents: bool,
     /// `None` when PDFium is not available: PDFs then fail with `worker_failed`.
     pub worker: Option<WorkerCommand>,
 }
@@ -70,8 +74,15 @@ impl PoolOptions {
             start_timeout: Duration::from_secs(30),
             max_failures_per_document: 2,
             image_limits: ImageLimits::default(),
+            split_long_documents: false,
             worker,
         }
+    }
+}
+
+impl PoolOptions {
+    fn splits(&self) -> bool {
+        self.split_long_documents && self.workers > 1
     }
 }
 
@@ -82,7 +93,7 @@ pub enum Event {
     /// A document, or one page of it, failed.
     Error(DocError),
     /// A document is done: after all its pages and errors (pages of a PDF split across
-    /// workers may arrive out of page order).
+    /// workers, see `PoolOptions::split_long_documents`, may arrive out of page order).
     Finished(Finished),
 }
 
@@ -121,7 +132,7 @@ impl Pool {
                 .name("quire-render-dispatch".into())
                 .spawn(move || {
                     for source in sources {
-                        let splits = source.format == Format::Pdf && shared.opts.workers > 1;
+                        let splits = source.format == Format::Pdf && shared.opts.splits();
                         if splits {
                             shared.opening.fetch_add(1, Ordering::SeqCst);
                         }
@@ -156,7 +167,7 @@ impl Pool {
     }
 }
 
-/// With several workers, a PDF's first job covers this many pages; once its page count is
+/// With several workers and `split_long_documents`, a PDF's first job covers this many pages; once its page count is
 /// known, the rest is split into ranges that idle slots take (so one long PDF uses every
 /// worker). Each range reopens the document in its worker.
 const FIRST_RANGE: u32 = 4;
@@ -256,7 +267,7 @@ impl Slot {
             let result = match work {
                 Work::New(source) if source.format == Format::Pdf => {
                     // Counted in `opening` by the dispatcher.
-                    let split = self.shared.opts.workers > 1;
+                    let split = self.shared.opts.splits();
                     let doc = Arc::new(DocShared {
                         source,
                         outstanding: AtomicUsize::new(1),
