@@ -73,7 +73,7 @@ fn a_hanging_worker_is_killed_after_the_page_timeout() {
             "--workers",
             "2",
             "--page-timeout",
-            "1",
+            "2",
         ],
         &[("QUIRE_TEST_HANG_ON", "hangme")],
     );
@@ -96,7 +96,7 @@ fn a_hanging_worker_is_killed_after_the_page_timeout() {
     assert!(errors[0]["message"]
         .as_str()
         .unwrap()
-        .contains("longer than 1 s"));
+        .contains("longer than 2 s"));
 }
 
 /// What really happens to each file of samples/malformed (see samples/ground_truth.json).
