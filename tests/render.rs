@@ -4,7 +4,7 @@
 
 mod render_support;
 
-use quire_onnx::gemma4::image_processor::{Budget, ResizeRule};
+use quire_onnx::gemma4::image_processor::{resize_bicubic, Budget, ResizeRule, Rgb8};
 use render_support::*;
 use serde_json::Value;
 
@@ -103,16 +103,19 @@ fn images_are_written_as_the_model_sees_them() {
     let r = render(dir.path(), &["samples/square.png", "--budget", "140"], &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let budget = Budget::try_from(140).unwrap();
-    let original = quire_pipeline::images::to_rgb(image::open(sample("square.png")).unwrap());
-    let want = quire_pipeline::images::resize_for_budget(&original, budget, &ResizeRule::default())
+    // What the model's image processor does with the original file.
+    let original = Rgb8::from_image(&image::open(sample("square.png")).unwrap());
+    let (th, tw) = ResizeRule::default()
+        .target_size(original.height as f64, original.width as f64, budget)
         .unwrap();
+    let want = resize_bicubic(&original, tw, th);
     let got = image::open(dir.path().join("square.png.p0001.png"))
         .unwrap()
         .into_rgb8();
-    assert_eq!(got.dimensions(), want.dimensions());
+    assert_eq!(got.dimensions(), (want.width, want.height));
     assert!(
-        got.as_raw() == want.as_raw(),
-        "PNG differs from resize_for_budget"
+        got.as_raw() == &want.data,
+        "PNG differs from the image processor's resize"
     );
     // Transparent corners were composited onto white.
     assert_eq!(got.get_pixel(0, 0), &image::Rgb([255, 255, 255]));

@@ -4,7 +4,7 @@
 use crate::error::{DocError, ErrorKind};
 use crate::sniff::Format;
 use image::{DynamicImage, ImageDecoder, RgbImage, RgbaImage};
-use quire_onnx::gemma4::image_processor::{Budget, ResizeRule, TooThin};
+use quire_onnx::gemma4::image_processor::{resize_bicubic, Budget, ResizeRule, Rgb8, TooThin};
 use std::io::BufReader;
 use std::path::Path;
 
@@ -29,30 +29,19 @@ impl Default for ImageLimits {
     }
 }
 
-/// Resizes `img` to the size [`ResizeRule::target_size`] gives for `budget`, with bicubic
-/// (Catmull-Rom) resampling like the reference processor's `resample: 3`. An image already at
-/// that size is returned unchanged. This is the one place quire resizes images for the model.
+/// Resizes `img` to the size [`ResizeRule::target_size`] gives for `budget`, with the model's
+/// own bicubic resampler (`quire_onnx::gemma4::image_processor::resize_bicubic`, PIL-exact), so
+/// the result is bit for bit what the image processor would feed the vision encoder. An image
+/// already at that size is returned unchanged.
 pub fn resize_for_budget(
     img: &RgbImage,
     budget: Budget,
     rule: &ResizeRule,
 ) -> Result<RgbImage, TooThin> {
-    let (th, tw) = rule.target_size(img.height() as f64, img.width() as f64, budget)?;
-    if (tw, th) == img.dimensions() {
-        return Ok(img.clone());
-    }
-    Ok(resize_exact(img.clone(), tw, th))
+    into_budget_size(img.clone(), budget, rule)
 }
 
-/// Catmull-Rom resize through `DynamicImage`, whose code is compiled (optimized) in the `image`
-/// crate rather than instantiated here: debug builds stay fast.
-fn resize_exact(img: RgbImage, width: u32, height: u32) -> RgbImage {
-    DynamicImage::ImageRgb8(img)
-        .resize_exact(width, height, image::imageops::FilterType::CatmullRom)
-        .into_rgb8()
-}
-
-/// [`resize_for_budget`] without a copy when the image is already at the target size.
+/// [`resize_for_budget`] taking ownership (no copy when the image is already at its size).
 pub fn into_budget_size(
     img: RgbImage,
     budget: Budget,
@@ -60,34 +49,30 @@ pub fn into_budget_size(
 ) -> Result<RgbImage, TooThin> {
     let (th, tw) = rule.target_size(img.height() as f64, img.width() as f64, budget)?;
     if (tw, th) == img.dimensions() {
-        Ok(img)
-    } else {
-        Ok(resize_exact(img, tw, th))
+        return Ok(img);
     }
+    let (width, height) = img.dimensions();
+    let src = Rgb8 {
+        width,
+        height,
+        data: img.into_raw(),
+    };
+    let out = resize_bicubic(&src, tw, th);
+    Ok(RgbImage::from_raw(out.width, out.height, out.data).expect("resize_bicubic output size"))
 }
 
-/// Flattens any image to RGB8; alpha is composited onto white (as the reference processor's
-/// `convert_to_rgb` does).
+/// Flattens any image to RGB8 as the model's image processor does ([`Rgb8::from_image`]):
+/// alpha is composited onto white (`convert_to_rgb`).
 pub fn to_rgb(img: DynamicImage) -> RgbImage {
     if img.color().has_alpha() {
-        flatten_rgba(&img.to_rgba8())
+        let rgb = Rgb8::from_image(&img);
+        RgbImage::from_raw(rgb.width, rgb.height, rgb.data).expect("Rgb8 size")
     } else {
         match img {
             DynamicImage::ImageRgb8(rgb) => rgb,
             other => other.to_rgb8(),
         }
     }
-}
-
-fn flatten_rgba(rgba: &RgbaImage) -> RgbImage {
-    let mut out = RgbImage::new(rgba.width(), rgba.height());
-    for (dst, src) in out.pixels_mut().zip(rgba.pixels()) {
-        let a = src[3] as u32;
-        for c in 0..3 {
-            dst[c] = ((src[c] as u32 * a + 255 * (255 - a) + 127) / 255) as u8;
-        }
-    }
-    out
 }
 
 /// Decodes every page of the image at `path` (one for PNG, JPEG and WebP, each page of a TIFF)
