@@ -45,6 +45,8 @@ enum Command {
     Run(cmd::run::RunArgs),
     /// What the state store of an output folder says: counts, failures, throughput.
     Status(cmd::status::StatusArgs),
+    /// Combine the outputs and state of `--shard` runs into one result set.
+    Merge(cmd::merge::MergeArgs),
     /// Run Gemma 4 on one image and a prompt: a quick check of a model directory.
     Generate(cmd::generate::GenerateArgs),
     /// Internal: a PDFium worker process driven by the pipeline over stdin/stdout.
@@ -63,6 +65,7 @@ fn main() -> ExitCode {
         Command::Render(args) => cmd::render::run(&global, args),
         Command::Run(args) => cmd::run::run(&global, args),
         Command::Status(args) => cmd::status::run(&global, args),
+        Command::Merge(args) => cmd::merge::run(&global, args),
         Command::Generate(args) => cmd::generate::run(&global, args),
         Command::PdfWorker(args) => cmd::render::pdf_worker(args),
     };

@@ -340,3 +340,121 @@ fn strip_run(mut v: Value) -> String {
     v.as_object_mut().unwrap().remove("run");
     v.to_string()
 }
+
+#[test]
+fn shards_together_equal_one_run_and_merge() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    copy_samples(&input);
+    let extra = ["--task", "ocr", "--max-new-tokens", "8"];
+    let single = tmp.path().join("single");
+    let args = run_args(input.to_str().unwrap(), single.to_str().unwrap(), &extra);
+    assert_eq!(quire(&args).status.code(), Some(0));
+
+    let mut shard_dirs = Vec::new();
+    let mut per_shard = Vec::new();
+    for i in 0..3 {
+        let dir = tmp.path().join(format!("shard{i}"));
+        let shard = format!("{i}/3");
+        let mut args = run_args(input.to_str().unwrap(), dir.to_str().unwrap(), &extra);
+        args.extend(["--shard", shard.as_str().to_owned().leak()]);
+        assert_eq!(quire(&args).status.code(), Some(0));
+        per_shard.push(
+            std::fs::read_to_string(dir.join("results.jsonl"))
+                .unwrap()
+                .lines()
+                .count(),
+        );
+        shard_dirs.push(dir);
+    }
+    assert_eq!(
+        per_shard.iter().sum::<usize>(),
+        SAMPLES.len(),
+        "{per_shard:?}"
+    );
+
+    // The scheduler form: a Slurm array task.
+    let slurm = tmp.path().join("slurm1");
+    let out = Command::new(env!("CARGO_BIN_EXE_quire"))
+        .args(run_args(
+            input.to_str().unwrap(),
+            slurm.to_str().unwrap(),
+            &extra,
+        ))
+        .env("SLURM_ARRAY_TASK_ID", "1")
+        .env("SLURM_ARRAY_TASK_COUNT", "3")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(snapshot(&slurm), snapshot(&shard_dirs[1]));
+
+    let merged = tmp.path().join("merged");
+    let mut args = vec!["merge", "--out", merged.to_str().unwrap()];
+    args.extend(shard_dirs.iter().map(|d| d.to_str().unwrap()));
+    assert_eq!(quire(&args).status.code(), Some(0));
+    assert_eq!(snapshot(&merged), snapshot(&single));
+    let status = Command::new(env!("CARGO_BIN_EXE_quire"))
+        .args(["status", "--out", merged.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["counts"]["done"], SAMPLES.len());
+}
+
+#[cfg(unix)]
+#[test]
+fn a_killed_run_resumes_to_identical_outputs_without_redoing_finished_documents() {
+    use std::time::{Duration, Instant, SystemTime};
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    copy_samples(&input);
+    let extra = ["--task", "ocr", "--max-new-tokens", "48"];
+    let reference = tmp.path().join("reference");
+    let args = run_args(input.to_str().unwrap(), reference.to_str().unwrap(), &extra);
+    let started = Instant::now();
+    assert_eq!(quire(&args).status.code(), Some(0));
+    let full = started.elapsed();
+    let expected = snapshot(&reference);
+
+    // Kill at several points of the run: while loading and rendering, while generating, while
+    // writing outputs.
+    for (n, fraction) in [0.15, 0.4, 0.65, 0.9].into_iter().enumerate() {
+        let out = tmp.path().join(format!("killed{n}"));
+        let args = run_args(input.to_str().unwrap(), out.to_str().unwrap(), &extra);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_quire"))
+            .args(&args)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(full.mul_f64(fraction));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+
+        // No partial file is visible: every output present parses completely.
+        let mut finished: Vec<(PathBuf, SystemTime)> = Vec::new();
+        if out.is_dir() {
+            for entry in std::fs::read_dir(&out).unwrap() {
+                let path = entry.unwrap().path();
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                if name.starts_with('.') {
+                    continue; // a hidden temporary file or the state folder: not an output
+                }
+                if name.ends_with(".json") {
+                    read_json(&path);
+                    finished.push((path.clone(), path.metadata().unwrap().modified().unwrap()));
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(quire(&args).status.code(), Some(0));
+        assert_eq!(snapshot(&out), expected, "kill at {fraction} of the run");
+        // Documents finished before the kill were not processed again.
+        for (path, modified) in finished {
+            assert_eq!(
+                path.metadata().unwrap().modified().unwrap(),
+                modified,
+                "{path:?} redone"
+            );
+        }
+    }
+}

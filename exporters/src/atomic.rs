@@ -84,6 +84,30 @@ fn parent_of(path: &Path) -> &Path {
         .unwrap_or(Path::new("."))
 }
 
+/// Removes the temporary files a killed writer left under `dir` (`.NAME.XXXX.tmp`, never an
+/// output name), skipping folders whose name starts with a dot (quire's state). Returns how
+/// many were removed.
+pub fn remove_stale_temporaries(dir: &Path) -> std::io::Result<usize> {
+    let mut removed = 0;
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let kind = entry.file_type()?;
+        if kind.is_dir() && !name.starts_with('.') {
+            removed += remove_stale_temporaries(&entry.path())?;
+        } else if kind.is_file() && name.starts_with('.') && name.ends_with(".tmp") {
+            std::fs::remove_file(entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 #[cfg(unix)]
 fn set_mode(file: &std::fs::File, mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
@@ -144,6 +168,22 @@ mod tests {
         drop(g);
         assert_eq!(std::fs::read(&path).unwrap(), b"line 1\nline 2\n");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn stale_temporaries_are_removed_and_outputs_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("a/.quire")).unwrap();
+        std::fs::write(dir.path().join("a/.x.json.abc123.tmp"), b"half").unwrap();
+        std::fs::write(dir.path().join("a/.quire/.keep.tmp"), b"state").unwrap();
+        std::fs::write(dir.path().join("a/x.json"), b"{}").unwrap();
+        assert_eq!(remove_stale_temporaries(dir.path()).unwrap(), 1);
+        assert!(dir.path().join("a/x.json").is_file());
+        assert!(dir.path().join("a/.quire/.keep.tmp").is_file());
+        assert_eq!(
+            remove_stale_temporaries(&dir.path().join("missing")).unwrap(),
+            0
+        );
     }
 
     #[cfg(unix)]

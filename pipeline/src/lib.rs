@@ -22,3 +22,5 @@ pub use ingest::{ingest, Ingest};
 pub use page::Page;
 pub use render::pool::{Event, Finished, PoolOptions, WorkerCommand};
 pub use sources::{collect, Source};
+pub mod merge;
+pub mod shard;

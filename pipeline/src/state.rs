@@ -483,3 +483,27 @@ impl StateStore {
         Ok(hash)
     }
 }
+
+impl StateStore {
+    /// Copies every document row of another store (a shard's) into this one.
+    pub fn absorb(&self, other: &Path) -> Result<(), StateError> {
+        if !other.is_file() {
+            return Ok(());
+        }
+        self.conn
+            .execute(
+                "ATTACH DATABASE ?1 AS shard",
+                params![other.to_string_lossy()],
+            )
+            .map_err(self.err())?;
+        let copied = self.conn.execute(
+            "INSERT OR REPLACE INTO documents SELECT * FROM shard.documents",
+            [],
+        );
+        self.conn
+            .execute("DETACH DATABASE shard", [])
+            .map_err(self.err())?;
+        copied.map_err(self.err())?;
+        Ok(())
+    }
+}

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod generate;
+pub mod merge;
 pub mod progress;
 pub mod render;
 pub mod run;

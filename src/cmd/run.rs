@@ -12,6 +12,7 @@ use quire_onnx::gemma4::{Budget, DtypeSelection, Gemma4, LoadOptions, Sampling};
 use quire_pipeline::run::documents::Documents;
 use quire_pipeline::run::task::Task;
 use quire_pipeline::run::{Event, RunSettings, RunSummary};
+use quire_pipeline::shard::Shard;
 use quire_pipeline::state::{DocKey, Plan as Plan_, StateStore};
 use quire_pipeline::{PoolOptions, Source, WorkerCommand};
 use serde::Deserialize;
@@ -84,6 +85,11 @@ pub struct RunArgs {
     /// Exit 0 even when some documents failed (their error records are still written).
     #[arg(long, env = "QUIRE_ALLOW_PARTIAL")]
     allow_partial: Option<bool>,
+    /// Process only shard I of N (0-based, by content hash), e.g. `0/4`. Read from
+    /// JOB_COMPLETION_INDEX/JOB_COMPLETIONS or SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT when
+    /// not given.
+    #[arg(long, env = "QUIRE_SHARD")]
+    shard: Option<Shard>,
     /// Attempts after a failure, across reruns on the same --out (default 2).
     #[arg(long, env = "QUIRE_RETRIES")]
     retries: Option<u32>,
@@ -148,6 +154,7 @@ pub struct Resolved {
     pub mode: u32,
     pub allow_partial: bool,
     pub retries: u32,
+    pub shard: Option<Shard>,
 }
 
 pub fn resolve(mut args: RunArgs) -> anyhow::Result<Resolved> {
@@ -283,6 +290,10 @@ pub fn resolve(mut args: RunArgs) -> anyhow::Result<Resolved> {
         mode,
         allow_partial: args.allow_partial.unwrap_or(false),
         retries: args.retries.unwrap_or(2),
+        shard: match args.shard {
+            Some(shard) => Some(shard),
+            None => Shard::from_env(|k| std::env::var(k).ok()).map_err(anyhow::Error::msg)?,
+        },
     })
 }
 
@@ -377,6 +388,12 @@ pub fn run(global: &super::Global, args: RunArgs) -> anyhow::Result<u8> {
     if collected.sources.is_empty() && collected.errors.is_empty() {
         bail!("no documents found in the inputs");
     }
+    // A run killed while writing leaves hidden temporary files, never partial outputs.
+    let stale = quire_exporters::atomic::remove_stale_temporaries(&resolved.out)
+        .with_context(|| format!("cleaning {}", resolved.out.display()))?;
+    if stale > 0 {
+        tracing::info!(stale, "removed temporary files of an interrupted run");
+    }
     let store = StateStore::open(&resolved.out)?;
     let fingerprint = fingerprint(&store, &resolved)?;
     let plan = plan(
@@ -457,7 +474,9 @@ pub fn run(global: &super::Global, args: RunArgs) -> anyhow::Result<u8> {
             .map(|s| s.path.clone())
             .zip(summary.records.iter().cloned()),
     );
-    for error in &collected.errors {
+    // An unreadable input has no hash: shard 0 reports it.
+    let report_input_errors = resolved.shard.is_none_or(|s| s.index == 0);
+    for error in collected.errors.iter().filter(|_| report_input_errors) {
         let mut record = input_error_record(&resolved, error);
         // An unreadable file inside an input folder gets its error record where its output
         // would have gone, like any failed document.
@@ -576,6 +595,9 @@ fn plan(
                 continue;
             }
         };
+        if r.shard.is_some_and(|shard| !shard.contains(&sha)) {
+            continue;
+        }
         let key = key(&sha, fingerprint);
         match store.plan(&key, r.retries)? {
             Plan_::Skip => {
