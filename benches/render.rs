@@ -6,6 +6,16 @@
 //!
 //! Run with `cargo bench --bench render` (PDFium is provisioned on first use). Prints the median
 //! of 5 runs after a warm-up.
+//!
+//! Measured 2026-11-28 (release build, median pages/s, 1 → 2 workers):
+//!
+//! | machine | pipeline | cli |
+//! |---|---|---|
+//! | idle 16-core box pinned to 2 cores (`taskset -c 0,1`) | 103 → 180 | 92 → 120 |
+//! | same box pinned to 4 cores | 104 → 217 | 95 → 179 |
+//! | the 2-core dev VM, shared (load average 5.5) | 73 → 71 | 43 → 40 |
+//!
+//! The CLI encodes PNGs on its main thread, which competes with the workers on 2 cores.
 
 use quire_onnx::gemma4::image_processor::Budget;
 use quire_pipeline::sniff::Format;
