@@ -91,33 +91,12 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-/// The Rust preprocessing of `rel` at `budget`, except that where `reference.json` stores the
-/// PIL pixels for that case and they differ (the one known pass-order case, see
-/// image_processor_parity.rs), the reference pixels are used so model parity is measured on
-/// the model alone.
+/// The Rust preprocessing of `rel` at `budget` (bit-exact with PIL, see
+/// image_processor_parity.rs), as the model tests feed it.
 pub fn preprocess_for_model(
     m: &Gemma4,
     rel: &str,
     budget: Option<quire_onnx::gemma4::Budget>,
 ) -> quire_onnx::gemma4::ProcessedImage {
-    let mut p = m.preprocess(&load_image(rel), budget).unwrap();
-    let r = reference();
-    for c in r["preprocessing"].as_array().unwrap() {
-        if c["image"].as_str() == Some(rel)
-            && c["max_soft_tokens"].as_u64() == Some(p.max_patches as u64 / 9)
-        {
-            if let Some(px) = c.get("pixel_u8") {
-                let (_, u8s) = bin_bytes(px);
-                let vals: Vec<f32> = u8s.iter().map(|&v| v as f32 / 255.0).collect();
-                if vals[..] != p.pixel_values[..vals.len()] {
-                    eprintln!(
-                        "note: {rel} @ {}: using the reference PIL pixels",
-                        p.max_patches / 9
-                    );
-                    p.pixel_values[..vals.len()].copy_from_slice(&vals);
-                }
-            }
-        }
-    }
-    p
+    m.preprocess(&load_image(rel), budget).unwrap()
 }
