@@ -707,6 +707,15 @@ impl Worker {
     }
 }
 
+impl Drop for Worker {
+    /// A worker dropped in the middle of a job (the consumer went away) is killed and reaped.
+    fn drop(&mut self) {
+        if self.reader.is_some() {
+            self.kill();
+        }
+    }
+}
+
 fn describe_exit(status: std::process::ExitStatus) -> String {
     #[cfg(unix)]
     {
