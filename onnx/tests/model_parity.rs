@@ -381,3 +381,22 @@ fn seeded_sampling_is_reproducible_and_batch_independent() {
     let c = m.generate(&two, &opts, &mut NoProcessor).unwrap();
     assert_eq!(c.sequences[0].generated_ids, a.sequences[0].generated_ids);
 }
+
+#[test]
+fn thought_channels_and_stop_ids_are_hidden_from_text() {
+    let m = load_tiny();
+    let (open, close) = m
+        .channel_ids
+        .expect("the tokenizer has <|channel> and <channel|>");
+    let hello = m.tokenizer.encode("Hello").unwrap();
+    let thought = m.tokenizer.encode("thought hmm").unwrap();
+    let mut ids = vec![open];
+    ids.extend(&thought);
+    ids.push(close);
+    ids.extend(&hello);
+    ids.push(m.stop_ids[0]);
+    assert_eq!(
+        m.decode_text(&ids).unwrap(),
+        m.tokenizer.decode(&hello, true).unwrap()
+    );
+}
