@@ -42,7 +42,7 @@ enum Command {
     /// Render PDF pages and images exactly as the model will see them (PNG + JSON lines).
     Render(cmd::render::RenderArgs),
     /// Process documents: Markdown (ocr), schema-valid JSON (extract) or free text (prompt).
-    Run(cmd::run::RunArgs),
+    Run(Box<cmd::run::RunArgs>),
     /// What the state store of an output folder says: counts, failures, throughput.
     Status(cmd::status::StatusArgs),
     /// Combine the outputs and state of `--shard` runs into one result set.
@@ -63,7 +63,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Setup(args) => cmd::setup::run(&global, args),
         Command::Render(args) => cmd::render::run(&global, args),
-        Command::Run(args) => cmd::run::run(&global, args),
+        Command::Run(args) => cmd::run::run(&global, *args),
         Command::Status(args) => cmd::status::run(&global, args),
         Command::Merge(args) => cmd::merge::run(&global, args),
         Command::Generate(args) => cmd::generate::run(&global, args),

@@ -48,14 +48,13 @@ pub struct RuntimeSpec {
 impl RuntimeSpec {
     pub fn platform(&self) -> Result<&'static Platform, ProvisionError> {
         let target = current_target();
-        self.platforms
-            .iter()
-            .find(|p| p.target == target)
-            .ok_or_else(|| ProvisionError::UnsupportedPlatform {
+        self.platforms.iter().find(|p| p.target == target).ok_or(
+            ProvisionError::UnsupportedPlatform {
                 runtime: self.name,
                 target,
                 env_var: self.env_var,
-            })
+            },
+        )
     }
 }
 
