@@ -728,3 +728,70 @@ fn print_summary(summary: &RunSummary, out: &Path) {
     }
     eprintln!("outputs in {}", out.display());
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: RunArgs,
+    }
+
+    fn parse(args: &[&str]) -> RunArgs {
+        Cli::try_parse_from(std::iter::once("quire").chain(args.iter().copied()))
+            .unwrap()
+            .args
+    }
+
+    #[test]
+    fn flags_win_over_the_config_file_which_fills_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("quire.toml");
+        std::fs::write(
+            &config,
+            "out = \"/data/out\"\nmodel = \"/models/g\"\nbudget = 1120\nformat = \"json,csv\"\n\
+             max_new_tokens = 99\nmode = \"640\"\nretries = 5\n",
+        )
+        .unwrap();
+        let r = resolve(parse(&[
+            "in",
+            "--config",
+            config.to_str().unwrap(),
+            "--budget",
+            "140",
+        ]))
+        .unwrap();
+        assert_eq!(r.out, PathBuf::from("/data/out"));
+        assert_eq!(r.budget.soft_tokens(), 140, "the flag wins");
+        assert_eq!(r.max_new_tokens, 99, "the file fills what no flag gave");
+        assert_eq!(r.formats, vec![Format::Json, Format::Csv]);
+        assert_eq!(r.mode, 0o640);
+        assert_eq!(r.retries, 5);
+        assert!(matches!(r.task, Task::Ocr));
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("bad.toml");
+        std::fs::write(&config, "budgett = 70\n").unwrap();
+        let err = resolve(parse(&["in", "--config", config.to_str().unwrap()])).unwrap_err();
+        assert!(format!("{err:#}").contains("budgett"), "{err:#}");
+        let err = resolve(parse(&["in", "--model", "m"])).unwrap_err();
+        assert!(err.to_string().contains("--out is required"));
+        let err = resolve(parse(&[
+            "in", "--out", "o", "--model", "m", "--task", "extract",
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("--schema"));
+        let err = resolve(parse(&[
+            "in", "--out", "o", "--model", "m", "--mode", "999",
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("octal"));
+        assert!(Cli::try_parse_from(["quire", "in", "--budget", "100"]).is_err());
+    }
+}
