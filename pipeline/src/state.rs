@@ -345,73 +345,6 @@ fn alive(_pid: i64) -> bool {
     false
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn key(n: &str) -> DocKey {
-        DocKey {
-            content_sha256: n.repeat(8),
-            fingerprint: "fp".into(),
-        }
-    }
-
-    #[test]
-    fn done_is_skipped_failed_is_retried_then_given_up() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::open(dir.path()).unwrap();
-        let (a, b) = (key("a"), key("b"));
-        assert_eq!(store.plan(&a, 1).unwrap(), Plan::Process { attempt: 1 });
-        store.mark_running(&a, "a.pdf").unwrap();
-        store.mark_done(&a, 3).unwrap();
-        assert_eq!(store.plan(&a, 1).unwrap(), Plan::Skip);
-
-        store.mark_running(&b, "b.pdf").unwrap();
-        store.mark_failed(&b, "pdf_corrupt: bad").unwrap();
-        assert_eq!(store.plan(&b, 1).unwrap(), Plan::Process { attempt: 2 });
-        store.mark_running(&b, "b.pdf").unwrap();
-        store.mark_failed(&b, "pdf_corrupt: bad").unwrap();
-        assert_eq!(
-            store.plan(&b, 1).unwrap(),
-            Plan::GiveUp {
-                attempts: 2,
-                error: "pdf_corrupt: bad".into()
-            }
-        );
-        // Another fingerprint (other settings) is another document.
-        let other = DocKey {
-            fingerprint: "other".into(),
-            ..a.clone()
-        };
-        assert_eq!(store.plan(&other, 1).unwrap(), Plan::Process { attempt: 1 });
-
-        let counts = store.counts().unwrap();
-        assert_eq!((counts.done, counts.failed, counts.pages_done), (1, 1, 3));
-        let failures = store.failures().unwrap();
-        assert_eq!(failures.len(), 1);
-        assert_eq!(failures[0].source, "b.pdf");
-        assert_eq!(failures[0].attempts, 2);
-    }
-
-    #[test]
-    fn running_left_by_a_dead_process_is_redone() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::open(dir.path()).unwrap();
-        let a = key("a");
-        store.mark_running(&a, "a.pdf").unwrap();
-        // A pid that cannot exist: the process that marked it is gone.
-        store
-            .conn
-            .execute("UPDATE documents SET pid = 2147483646", [])
-            .unwrap();
-        assert_eq!(store.plan(&a, 0).unwrap(), Plan::Process { attempt: 2 });
-        // Survives reopening.
-        drop(store);
-        let store = StateStore::open_existing(dir.path()).unwrap().unwrap();
-        assert_eq!(store.state(&a).unwrap(), Some((DocState::Running, 1)));
-    }
-}
-
 /// sha256 of a file, streamed.
 pub fn file_sha256(path: &Path) -> std::io::Result<String> {
     use sha2::{Digest, Sha256};
@@ -505,5 +438,72 @@ impl StateStore {
             .map_err(self.err())?;
         copied.map_err(self.err())?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: &str) -> DocKey {
+        DocKey {
+            content_sha256: n.repeat(8),
+            fingerprint: "fp".into(),
+        }
+    }
+
+    #[test]
+    fn done_is_skipped_failed_is_retried_then_given_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let (a, b) = (key("a"), key("b"));
+        assert_eq!(store.plan(&a, 1).unwrap(), Plan::Process { attempt: 1 });
+        store.mark_running(&a, "a.pdf").unwrap();
+        store.mark_done(&a, 3).unwrap();
+        assert_eq!(store.plan(&a, 1).unwrap(), Plan::Skip);
+
+        store.mark_running(&b, "b.pdf").unwrap();
+        store.mark_failed(&b, "pdf_corrupt: bad").unwrap();
+        assert_eq!(store.plan(&b, 1).unwrap(), Plan::Process { attempt: 2 });
+        store.mark_running(&b, "b.pdf").unwrap();
+        store.mark_failed(&b, "pdf_corrupt: bad").unwrap();
+        assert_eq!(
+            store.plan(&b, 1).unwrap(),
+            Plan::GiveUp {
+                attempts: 2,
+                error: "pdf_corrupt: bad".into()
+            }
+        );
+        // Another fingerprint (other settings) is another document.
+        let other = DocKey {
+            fingerprint: "other".into(),
+            ..a.clone()
+        };
+        assert_eq!(store.plan(&other, 1).unwrap(), Plan::Process { attempt: 1 });
+
+        let counts = store.counts().unwrap();
+        assert_eq!((counts.done, counts.failed, counts.pages_done), (1, 1, 3));
+        let failures = store.failures().unwrap();
+        assert_eq!(failures.len(), 1);
+        assert_eq!(failures[0].source, "b.pdf");
+        assert_eq!(failures[0].attempts, 2);
+    }
+
+    #[test]
+    fn running_left_by_a_dead_process_is_redone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let a = key("a");
+        store.mark_running(&a, "a.pdf").unwrap();
+        // A pid that cannot exist: the process that marked it is gone.
+        store
+            .conn
+            .execute("UPDATE documents SET pid = 2147483646", [])
+            .unwrap();
+        assert_eq!(store.plan(&a, 0).unwrap(), Plan::Process { attempt: 2 });
+        // Survives reopening.
+        drop(store);
+        let store = StateStore::open_existing(dir.path()).unwrap().unwrap();
+        assert_eq!(store.state(&a).unwrap(), Some((DocState::Running, 1)));
     }
 }

@@ -7,9 +7,9 @@ use quire_exporters::formats::{Exporter, Format};
 use quire_onnx::gemma4::{Budget, Gemma4, LoadOptions, Rgb8, Sampling};
 use quire_onnx::provision::Provisioner;
 use quire_pipeline::run::task::Task;
-use quire_pipeline::run::{
-    compile_constraint, run, LoadedDocument, LoadedPage, RunSettings, Source,
-};
+use quire_pipeline::run::{compile_constraint, run, LoadedDocument, LoadedPage, RunSettings};
+use quire_pipeline::sniff::Format as InputFormat;
+use quire_pipeline::Source;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
