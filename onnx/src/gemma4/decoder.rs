@@ -60,17 +60,8 @@ impl Decoder {
         let t = &cfg.text_config;
         let g = session.graph.clone();
         let e = session.require_input("inputs_embeds")?;
-        session.check(e, &FLOATS, 3)?;
-        session.check_dim(e, 2, t.hidden_size, "text_config.hidden_size")?;
         let p = session.require_input("per_layer_inputs")?;
-        session.check(p, &FLOATS, 4)?;
-        session.check_dim(p, 2, t.num_hidden_layers, "text_config.num_hidden_layers")?;
-        session.check_dim(
-            p,
-            3,
-            t.hidden_size_per_layer_input,
-            "text_config.hidden_size_per_layer_input",
-        )?;
+        super::embed_tokens::check_embeddings(&session, e, p, t)?;
         for name in ["attention_mask", "position_ids"] {
             let i = session.require_input(name)?;
             session.check(i, &[TensorElementType::Int64], 2)?;

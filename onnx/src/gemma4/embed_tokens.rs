@@ -1,10 +1,30 @@
 //! `embed_tokens*.onnx`: token ids to `inputs_embeds` (scaled) and `per_layer_inputs`.
 
-use super::config::ModelConfig;
+use super::config::{ModelConfig, TextConfig};
 use super::error::{ort_err, Error};
 use super::tensors::{i64_tensor, to_f32};
-use crate::session::{LoadedSession, FLOATS};
+use crate::session::{LoadedSession, TensorInfo, FLOATS};
 use ort::value::TensorElementType;
+
+/// The `inputs_embeds` / `per_layer_inputs` pair that `embed_tokens` produces and the decoder
+/// takes: floats shaped `[B, S, hidden]` and `[B, S, layers, hidden_size_per_layer_input]`.
+pub(super) fn check_embeddings(
+    session: &LoadedSession,
+    e: &TensorInfo,
+    p: &TensorInfo,
+    t: &TextConfig,
+) -> Result<(), Error> {
+    session.check(e, &FLOATS, 3)?;
+    session.check_dim(e, 2, t.hidden_size, "text_config.hidden_size")?;
+    session.check(p, &FLOATS, 4)?;
+    session.check_dim(p, 2, t.num_hidden_layers, "text_config.num_hidden_layers")?;
+    session.check_dim(
+        p,
+        3,
+        t.hidden_size_per_layer_input,
+        "text_config.hidden_size_per_layer_input",
+    )
+}
 
 pub struct EmbedTokens {
     pub session: LoadedSession,
@@ -27,17 +47,8 @@ impl EmbedTokens {
             ));
         }
         let e = session.require_output("inputs_embeds")?;
-        session.check(e, &FLOATS, 3)?;
-        session.check_dim(e, 2, t.hidden_size, "text_config.hidden_size")?;
         let p = session.require_output("per_layer_inputs")?;
-        session.check(p, &FLOATS, 4)?;
-        session.check_dim(p, 2, t.num_hidden_layers, "text_config.num_hidden_layers")?;
-        session.check_dim(
-            p,
-            3,
-            t.hidden_size_per_layer_input,
-            "text_config.hidden_size_per_layer_input",
-        )?;
+        check_embeddings(&session, e, p, t)?;
         let out_ty = e.ty;
         Ok(EmbedTokens {
             session,
