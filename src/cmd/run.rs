@@ -17,7 +17,7 @@ use quire_pipeline::state::{DocKey, Plan as Plan_, StateStore};
 use quire_pipeline::{PoolOptions, Source, WorkerCommand};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Args, Debug, Default)]
@@ -427,23 +427,24 @@ pub fn run(global: &super::Global, args: RunArgs) -> anyhow::Result<u8> {
 
     let progress = Progress::new(sources.len() as u64, "documents");
     let show = progress.observer();
-    let store = Arc::new(Mutex::new(store));
-    let marks = store.clone();
     let mark_fingerprint = fingerprint.clone();
-    let mark_hashes = hashes.clone();
+    let mark_hashes = hashes;
     let observer = move |event: Event| {
-        let Event::DocumentDone { index, error, .. } = &event;
+        let Event::DocumentDone {
+            index,
+            error,
+            pages,
+            ..
+        } = &event;
         // The outputs are in place (written atomically) before this event: now the mark.
         let key = key(&mark_hashes[*index], &mark_fingerprint);
-        let store = marks.lock().expect("state store lock");
         let marked = match error {
-            None => store.mark_done(&key, 0),
+            None => store.mark_done(&key, *pages),
             Some(e) => store.mark_failed(&key, e),
         };
         if let Err(e) = marked {
             tracing::error!("{e}");
         }
-        drop(store);
         show(event);
     };
     let (summary, _model) = quire_pipeline::run::run(
@@ -456,16 +457,6 @@ pub fn run(global: &super::Global, args: RunArgs) -> anyhow::Result<u8> {
         observer,
     );
     progress.finish();
-    {
-        // Page counts for `quire status` throughput.
-        let store = store.lock().expect("state store lock");
-        for (record, sha) in summary.records.iter().zip(&hashes) {
-            if record.error.is_none() {
-                store.mark_done(&key(sha, &fingerprint), record.page_count)?;
-            }
-        }
-    }
-
     // The summaries cover every input: done now, done before, and inputs that never started.
     let mut all: Vec<(PathBuf, DocumentRecord)> = plan.kept;
     all.extend(
