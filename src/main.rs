@@ -43,6 +43,8 @@ enum Command {
     Render(cmd::render::RenderArgs),
     /// Process documents: Markdown (ocr), schema-valid JSON (extract) or free text (prompt).
     Run(Box<cmd::run::RunArgs>),
+    /// Process documents as they arrive in a folder, each exactly once (a service).
+    Watch(Box<cmd::watch::WatchArgs>),
     /// What the state store of an output folder says: counts, failures, throughput.
     Status(cmd::status::StatusArgs),
     /// Combine the outputs and state of `--shard` runs into one result set.
@@ -65,6 +67,7 @@ fn main() -> ExitCode {
         Command::Setup(args) => cmd::setup::run(&global, args),
         Command::Render(args) => cmd::render::run(&global, args),
         Command::Run(args) => cmd::run::run(&global, *args),
+        Command::Watch(args) => cmd::watch::run(&global, *args),
         Command::Status(args) => cmd::status::run(&global, args),
         Command::Merge(args) => cmd::merge::run(&global, args),
         Command::Generate(args) => cmd::generate::run(&global, args),

@@ -8,6 +8,7 @@
 pub mod error;
 pub mod images;
 pub mod ingest;
+pub mod job;
 pub mod page;
 pub mod pdfium;
 pub mod render;
@@ -16,6 +17,7 @@ pub mod sniff;
 pub mod sources;
 pub mod stage;
 pub mod state;
+pub mod watch;
 
 pub use error::{DocError, ErrorKind};
 pub use ingest::{ingest, Ingest};

@@ -62,6 +62,17 @@ pub fn collect_excluding(inputs: &[PathBuf], exclude: &[PathBuf]) -> Collected {
     out
 }
 
+/// The documents among `paths`, files found under the folder `root` (a watched folder): named
+/// relative to `root`, classified like files found by a walk.
+pub fn collect_files(root: &Path, paths: &[PathBuf]) -> Collected {
+    let mut out = Collected::default();
+    for path in paths {
+        let relative = path.strip_prefix(root).unwrap_or(path).to_path_buf();
+        classify(path.clone(), relative, false, &mut out);
+    }
+    out
+}
+
 fn walk(root: &Path, exclude: &[PathBuf], out: &mut Collected) {
     let walker = walkdir::WalkDir::new(root)
         .follow_links(true)

@@ -7,6 +7,7 @@ pub mod render;
 pub mod run;
 pub mod setup;
 pub mod status;
+pub mod watch;
 
 /// Options every subcommand sees.
 pub struct Global {

@@ -5,16 +5,14 @@ use super::progress::Progress;
 use anyhow::{bail, Context};
 use clap::Args;
 use quire_exporters::formats::{Exporter, Format};
-use quire_exporters::record::{DocumentRecord, ErrorRecord, Settings};
+use quire_exporters::record::DocumentRecord;
 use quire_onnx::ep::EpConfig;
-use quire_onnx::gemma4::model_dir::{Graph, ModelDir};
 use quire_onnx::gemma4::{Budget, DtypeSelection, Gemma4, LoadOptions, Sampling};
-use quire_pipeline::run::documents::Documents;
+use quire_pipeline::job::{Job, JobOptions};
 use quire_pipeline::run::task::Task;
-use quire_pipeline::run::{Event, RunSettings, RunSummary};
+use quire_pipeline::run::{RunSettings, RunSummary};
 use quire_pipeline::shard::Shard;
-use quire_pipeline::state::{DocKey, Plan as Plan_, StateStore};
-use quire_pipeline::{PoolOptions, Source, WorkerCommand};
+use quire_pipeline::{PoolOptions, WorkerCommand};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,6 +23,13 @@ pub struct RunArgs {
     /// Files and folders to process (folders are walked recursively).
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
+    #[command(flatten)]
+    job: JobArgs,
+}
+
+/// The settings of a job, shared by `quire run` and `quire watch`.
+#[derive(Args, Debug, Default)]
+pub struct JobArgs {
     /// Output folder; the input tree is mirrored under it.
     #[arg(long, env = "QUIRE_OUT")]
     out: Option<PathBuf>,
@@ -57,7 +62,7 @@ pub struct RunArgs {
     workers: Option<usize>,
     /// Output formats, comma-separated: json, jsonl, csv, md.
     #[arg(long, env = "QUIRE_FORMAT")]
-    format: Option<String>,
+    pub format: Option<String>,
     /// Most tokens generated per page (ocr, prompt) or per document (extract).
     #[arg(long, env = "QUIRE_MAX_NEW_TOKENS")]
     max_new_tokens: Option<usize>,
@@ -133,7 +138,6 @@ macro_rules! fill_from_config {
 /// The fully resolved settings of a run.
 #[derive(Debug)]
 pub struct Resolved {
-    pub inputs: Vec<PathBuf>,
     pub out: PathBuf,
     pub model: PathBuf,
     pub task: Task,
@@ -157,7 +161,7 @@ pub struct Resolved {
     pub shard: Option<Shard>,
 }
 
-pub fn resolve(mut args: RunArgs) -> anyhow::Result<Resolved> {
+pub fn resolve(mut args: JobArgs) -> anyhow::Result<Resolved> {
     if let Some(path) = &args.config {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config file {}", path.display()))?;
@@ -263,7 +267,6 @@ pub fn resolve(mut args: RunArgs) -> anyhow::Result<Resolved> {
         bail!("--max-new-tokens must be at least 1");
     }
     Ok(Resolved {
-        inputs: args.inputs,
         out,
         model,
         task,
@@ -303,29 +306,30 @@ fn default_workers() -> usize {
         .unwrap_or(2)
 }
 
-pub fn run(global: &super::Global, args: RunArgs) -> anyhow::Result<u8> {
-    let resolved = resolve(args)?;
+/// Loads the model and opens the job of `r`: runtimes, model, schema constraint, exporter, state
+/// store. Everything that can be wrong with the settings fails here, before any document.
+pub fn open_job(global: &super::Global, r: &Resolved) -> anyhow::Result<Job> {
     let provisioner = global.provisioner();
-    let gpu = resolved.eps.needs_gpu_runtime();
+    let gpu = r.eps.needs_gpu_runtime();
     let (env, _) = quire_onnx::runtime::environment(&provisioner, gpu)?;
     let pdfium = provisioner.ensure(&quire_pipeline::pdfium::PDFIUM)?;
 
     let model = Gemma4::load(
         env,
-        &resolved.model,
+        &r.model,
         &LoadOptions {
-            dtype: resolved.dtype,
-            eps: resolved.eps.clone(),
+            dtype: r.dtype,
+            eps: r.eps.clone(),
             text_only: false,
         },
     )
-    .with_context(|| format!("loading model {}", resolved.model.display()))?;
+    .with_context(|| format!("loading model {}", r.model.display()))?;
     // Compile the schema before touching any document: an unsupported one fails here.
-    let constraint = match &resolved.task {
+    let constraint = match &r.task {
         Task::Extract { schema } => Some(quire_pipeline::run::compile_constraint(
             &model,
             schema,
-            resolved.max_new_tokens,
+            r.max_new_tokens,
         )?),
         _ => None,
     };
@@ -336,23 +340,18 @@ pub fn run(global: &super::Global, args: RunArgs) -> anyhow::Result<u8> {
         eprintln!(
             "schema bounds for --max-new-tokens {}: strings without maxLength hold at most {} \
              characters, arrays without maxItems at most {} items (worst case {} tokens)",
-            resolved.max_new_tokens,
+            r.max_new_tokens,
             prepared.default_max_length,
             prepared.default_max_items,
             prepared.worst_case_tokens
         );
     }
-    let schema_value = match &resolved.task {
+    let schema_value = match &r.task {
         Task::Extract { schema } => Some(schema),
         _ => None,
     };
-    let exporter = Exporter::new(
-        &resolved.out,
-        &resolved.formats,
-        resolved.mode,
-        schema_value,
-    )?;
-    let sampling = match resolved.sampling {
+    let exporter = Exporter::new(&r.out, &r.formats, r.mode, schema_value)?;
+    let sampling = match r.sampling {
         None => Sampling::Greedy,
         Some(seed) => Sampling::Sample {
             temperature: model.generation.temperature.unwrap_or(1.0),
@@ -362,118 +361,81 @@ pub fn run(global: &super::Global, args: RunArgs) -> anyhow::Result<u8> {
         },
     };
     let settings = RunSettings {
-        task: resolved.task.clone(),
-        budget: resolved.budget,
-        max_new_tokens: resolved.max_new_tokens,
+        task: r.task.clone(),
+        budget: r.budget,
+        max_new_tokens: r.max_new_tokens,
         sampling,
-        text_anchor: resolved.text_anchor,
-        batch_size: resolved.batch_size,
+        text_anchor: r.text_anchor,
+        batch_size: r.batch_size,
         max_pages_per_prompt: 8,
-        model_id: model_id(&resolved.model),
-        dtype: resolved.dtype_name.clone(),
+        model_id: model_id(&r.model),
+        dtype: r.dtype_name.clone(),
         execution_provider: model
             .providers()
             .first()
             .map(|(_, report)| report.primary().name().to_string())
             .unwrap_or_else(|| "cpu".into()),
-        schema_name: resolved
+        schema_name: r
             .schema_path
             .as_ref()
             .and_then(|p| p.file_name())
             .map(|n| n.to_string_lossy().into_owned()),
         loop_guard: Default::default(),
     };
-
-    let collected = quire_pipeline::collect(&resolved.inputs);
-    if collected.sources.is_empty() && collected.errors.is_empty() {
-        bail!("no documents found in the inputs");
-    }
-    // A run killed while writing leaves hidden temporary files, never partial outputs.
-    let stale = quire_exporters::atomic::remove_stale_temporaries(&resolved.out)
-        .with_context(|| format!("cleaning {}", resolved.out.display()))?;
-    if stale > 0 {
-        tracing::info!(stale, "removed temporary files of an interrupted run");
-    }
-    let store = StateStore::open(&resolved.out)?;
-    let fingerprint = fingerprint(&store, &resolved)?;
-    let plan = plan(
-        &store,
-        &resolved,
-        &fingerprint,
-        &exporter,
-        collected.sources,
-    )?;
-    for (source, sha) in plan.process.iter().zip(&plan.hashes) {
-        store.mark_running(&key(sha, &fingerprint), &display(source))?;
-    }
-    tracing::info!(
-        process = plan.process.len(),
-        skipped = plan.kept.len(),
-        "planned from the state store"
-    );
-
-    let mut pool = PoolOptions::new(resolved.budget, None);
-    pool.workers = resolved.workers;
-    pool.password = resolved.password.clone();
-    pool.page_timeout = resolved.page_timeout;
+    let mut pool = PoolOptions::new(r.budget, None);
+    pool.workers = r.workers;
+    pool.password = r.password.clone();
+    pool.page_timeout = r.page_timeout;
     pool.worker = Some(WorkerCommand::quire(
         std::env::current_exe().context("locating the quire executable")?,
         &pdfium.library,
     ));
-    let sources = Arc::new(plan.process);
-    let hashes = plan.hashes;
-    let events = quire_pipeline::ingest(sources.to_vec(), pool);
-    let documents = Documents::new(events, &sources, hashes.clone());
-
-    let progress = Progress::new(sources.len() as u64, "documents");
-    let show = progress.observer();
-    let mark_fingerprint = fingerprint.clone();
-    let mark_hashes = hashes;
-    let observer = move |event: Event| {
-        let Event::DocumentDone {
-            index,
-            error,
-            pages,
-            ..
-        } = &event;
-        // The outputs are in place (written atomically) before this event: now the mark.
-        let key = key(&mark_hashes[*index], &mark_fingerprint);
-        let marked = match error {
-            None => store.mark_done(&key, *pages),
-            Some(e) => store.mark_failed(&key, e),
-        };
-        if let Err(e) = marked {
-            tracing::error!("{e}");
-        }
-        show(event);
+    let options = JobOptions {
+        out: r.out.clone(),
+        retries: r.retries,
+        shard: r.shard,
+        pool,
     };
-    let (summary, _model) = quire_pipeline::run::run(
+    Ok(Job::new(
         model,
+        &r.model,
+        r.dtype,
         constraint.map(Arc::new),
         settings,
-        sources.clone(),
-        documents,
-        exporter.clone(),
-        observer,
-    );
+        exporter,
+        options,
+    )?)
+}
+
+pub fn run(global: &super::Global, args: RunArgs) -> anyhow::Result<u8> {
+    let inputs = args.inputs;
+    let resolved = resolve(args.job)?;
+    let collected = quire_pipeline::collect(&inputs);
+    if collected.sources.is_empty() && collected.errors.is_empty() {
+        bail!("no documents found in the inputs");
+    }
+    let mut job = open_job(global, &resolved)?;
+
+    let progress = Progress::new(collected.sources.len() as u64, "documents");
+    let show = progress.observer();
+    let batch = job.process(collected.sources, |event| show(event.clone()))?;
     progress.finish();
     // The summaries cover every input: done now, done before, and inputs that never started.
-    let mut all: Vec<(PathBuf, DocumentRecord)> = plan.kept;
-    all.extend(
-        sources
-            .iter()
-            .map(|s| s.path.clone())
-            .zip(summary.records.iter().cloned()),
-    );
+    let mut all: Vec<(PathBuf, DocumentRecord)> = batch
+        .kept
+        .into_iter()
+        .chain(batch.processed)
+        .map(|(source, record)| (source.path, record))
+        .collect();
     // An unreadable input has no hash: shard 0 reports it.
     let report_input_errors = resolved.shard.is_none_or(|s| s.index == 0);
     for error in collected.errors.iter().filter(|_| report_input_errors) {
-        let mut record = input_error_record(&resolved, error);
+        let mut record = job.error_record(error);
         // An unreadable file inside an input folder gets its error record where its output
         // would have gone, like any failed document.
-        if let Some(relative) = relative_to_inputs(&resolved.inputs, &error.path) {
+        if let Some(relative) = relative_to_inputs(&inputs, &error.path) {
             record.source = quire_exporters::layout::display_relative(&relative);
-            if let Err(e) = exporter.write_document(&relative, &record) {
+            if let Err(e) = job.exporter().write_document(&relative, &record) {
                 tracing::warn!("{e}");
             }
         }
@@ -481,13 +443,13 @@ pub fn run(global: &super::Global, args: RunArgs) -> anyhow::Result<u8> {
     }
     all.sort_by(|a, b| a.0.cmp(&b.0));
     let records: Vec<DocumentRecord> = all.into_iter().map(|(_, r)| r).collect();
-    exporter.write_summaries(&records)?;
-    print_summary(&summary, &resolved.out);
+    job.exporter().write_summaries(&records)?;
+    print_summary(&batch.summary, &resolved.out);
     let failed = records.iter().filter(|r| r.error.is_some()).count();
-    if plan.skipped_done > 0 {
+    if batch.skipped_done > 0 {
         eprintln!(
             "{} documents were already done with these settings (skipped)",
-            plan.skipped_done
+            batch.skipped_done
         );
     }
     for e in &collected.errors {
@@ -498,133 +460,6 @@ pub fn run(global: &super::Global, args: RunArgs) -> anyhow::Result<u8> {
     } else {
         crate::exit::OK
     })
-}
-
-fn display(source: &Source) -> String {
-    quire_exporters::layout::display_relative(&source.relative)
-}
-
-fn key(sha: &str, fingerprint: &str) -> DocKey {
-    DocKey {
-        content_sha256: sha.to_string(),
-        fingerprint: fingerprint.to_string(),
-    }
-}
-
-/// Everything that changes an output: the model's files, the settings, quire's prompts.
-fn fingerprint(store: &StateStore, r: &Resolved) -> anyhow::Result<String> {
-    let mut parts: Vec<(String, String)> = Vec::new();
-    let dir = ModelDir::new(&r.model)?;
-    for name in [
-        "config.json",
-        "generation_config.json",
-        "processor_config.json",
-        "preprocessor_config.json",
-        "tokenizer.json",
-        "chat_template.jinja",
-    ] {
-        let path = r.model.join(name);
-        if path.is_file() {
-            parts.push((format!("model/{name}"), store.cached_file_sha256(&path)?));
-        }
-    }
-    for graph in Graph::ALL {
-        let path = dir.graph(graph, r.dtype.get(graph))?;
-        for file in std::iter::once(path.clone()).chain(ModelDir::sidecars(&path)) {
-            let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
-            parts.push((
-                format!("model/onnx/{}", name.unwrap_or_default()),
-                store.cached_file_sha256(&file)?,
-            ));
-        }
-    }
-    let task = match &r.task {
-        Task::Ocr => "ocr".to_string(),
-        Task::Extract { schema } => format!("extract {schema}"),
-        Task::Prompt { text } => format!("prompt {text}"),
-    };
-    parts.extend([
-        ("task".into(), task),
-        ("prompts".into(), quire_pipeline::run::task::prompt_files()),
-        ("budget".into(), r.budget.to_string()),
-        ("dtype".into(), r.dtype_name.clone()),
-        ("max_new_tokens".into(), r.max_new_tokens.to_string()),
-        ("text_anchor".into(), r.text_anchor.to_string()),
-        ("sampling".into(), format!("{:?}", r.sampling)),
-    ]);
-    Ok(quire_pipeline::state::fingerprint(&parts))
-}
-
-struct Plan {
-    process: Vec<Source>,
-    hashes: Vec<String>,
-    /// Records of documents not processed now (done before, or out of retries), by path.
-    kept: Vec<(PathBuf, DocumentRecord)>,
-    skipped_done: usize,
-}
-
-fn plan(
-    store: &StateStore,
-    r: &Resolved,
-    fingerprint: &str,
-    exporter: &Exporter,
-    sources: Vec<Source>,
-) -> anyhow::Result<Plan> {
-    let mut plan = Plan {
-        process: Vec::new(),
-        hashes: Vec::new(),
-        kept: Vec::new(),
-        skipped_done: 0,
-    };
-    for source in sources {
-        let sha = match quire_pipeline::state::file_sha256(&source.path) {
-            Ok(sha) => sha,
-            Err(e) => {
-                let error = quire_pipeline::error::io_error(&source.path, &e);
-                plan.kept
-                    .push((source.path.clone(), input_error_record(r, &error)));
-                continue;
-            }
-        };
-        if r.shard.is_some_and(|shard| !shard.contains(&sha)) {
-            continue;
-        }
-        let key = key(&sha, fingerprint);
-        match store.plan(&key, r.retries)? {
-            Plan_::Skip => {
-                // Done before: its JSON is the record. Missing (deleted by hand): redo it.
-                let json =
-                    quire_exporters::layout::output_path(exporter.out(), &source.relative, "json")?;
-                if let Some(record) = std::fs::read(&json)
-                    .ok()
-                    .and_then(|b| serde_json::from_slice::<DocumentRecord>(&b).ok())
-                {
-                    plan.skipped_done += 1;
-                    plan.kept.push((source.path.clone(), record));
-                    continue;
-                }
-            }
-            Plan_::GiveUp { attempts, error } => {
-                let mut record = input_error_record(
-                    r,
-                    &quire_pipeline::DocError::new(&source.path, quire_pipeline::ErrorKind::Io, ""),
-                );
-                record.source = display(&source);
-                record.content_sha256 = sha;
-                record.error = Some(ErrorRecord {
-                    kind: "retries_exhausted".into(),
-                    message: format!("failed {attempts} times, last: {error}"),
-                    page: None,
-                });
-                plan.kept.push((source.path.clone(), record));
-                continue;
-            }
-            Plan_::Process { .. } => {}
-        }
-        plan.process.push(source);
-        plan.hashes.push(sha);
-    }
-    Ok(plan)
 }
 
 /// `path` relative to the input root it was found under, as the walk names documents.
@@ -641,30 +476,6 @@ fn relative_to_inputs(inputs: &[PathBuf], path: &Path) -> Option<PathBuf> {
             }
         })
         .filter(|r| !r.as_os_str().is_empty())
-}
-
-/// The record of an input that could not even be read.
-fn input_error_record(r: &Resolved, error: &quire_pipeline::DocError) -> DocumentRecord {
-    DocumentRecord {
-        source: error.path.display().to_string(),
-        content_sha256: String::new(),
-        page_count: 0,
-        task: r.task.name().into(),
-        settings: Settings {
-            model: model_id(&r.model),
-            dtype: r.dtype_name.clone(),
-            budget: r.budget.soft_tokens(),
-            execution_provider: String::new(),
-            schema: None,
-        },
-        data: None,
-        text: None,
-        pages: Vec::new(),
-        tokens: Default::default(),
-        warnings: Vec::new(),
-        error: Some(error.to_record()),
-        run: Default::default(),
-    }
 }
 
 /// The model's name as recorded in outputs: its directory name.
@@ -731,10 +542,11 @@ mod tests {
         args: RunArgs,
     }
 
-    fn parse(args: &[&str]) -> RunArgs {
+    fn parse(args: &[&str]) -> JobArgs {
         Cli::try_parse_from(std::iter::once("quire").chain(args.iter().copied()))
             .unwrap()
             .args
+            .job
     }
 
     #[test]

@@ -592,7 +592,11 @@ struct Worker {
 
 impl Worker {
     fn start(command: &WorkerCommand, timeout: Duration) -> Result<Worker, String> {
-        let mut child = Command::new(&command.program)
+        let mut child = Command::new(&command.program);
+        // Its own process group: a Ctrl-C meant for quire (which then finishes its work in
+        // flight) does not kill the workers under it. It exits when its stdin closes.
+        std::os::unix::process::CommandExt::process_group(&mut child, 0);
+        let mut child = child
             .args(&command.args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

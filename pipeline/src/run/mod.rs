@@ -191,7 +191,7 @@ pub fn run(
     sources: Arc<Vec<Source>>,
     documents: impl Iterator<Item = LoadedDocument> + Send + 'static,
     exporter: Exporter,
-    observer: impl Fn(Event) + Send + 'static,
+    mut observer: impl FnMut(Event),
 ) -> (RunSummary, Gemma4) {
     let started = Instant::now();
     let settings = Arc::new(settings);

@@ -1,0 +1,350 @@
+//! A job: the model, the state store, the exporter and the fingerprint of the settings, kept
+//! together so that `quire run` (one batch) and `quire watch` (one batch per wave of arrivals)
+//! plan, process and mark documents the same way.
+//!
+//! Order of a document's life: planned against the state store (skip done, retry failed up to
+//! `retries`, redo what a dead process left running), marked running, processed, its outputs
+//! written atomically, and only then marked done or failed.
+
+use crate::render::pool::PoolOptions;
+use crate::run::documents::Documents;
+use crate::run::{Event, RunSettings, RunSummary};
+use crate::shard::Shard;
+use crate::sources::Source;
+use crate::state::{self, DocKey, Plan, StateError, StateStore};
+use crate::DocError;
+use quire_exporters::formats::Exporter;
+use quire_exporters::record::{DocumentRecord, ErrorRecord, Settings};
+use quire_onnx::constrained::JsonConstraint;
+use quire_onnx::gemma4::model_dir::{DtypeSelection, Graph, ModelDir};
+use quire_onnx::gemma4::Gemma4;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("model files: {0}")]
+    Model(#[from] quire_onnx::gemma4::Error),
+    #[error("cleaning {path}: {source}")]
+    Clean {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Where and how a job runs, besides the model and the run settings.
+#[derive(Debug, Clone)]
+pub struct JobOptions {
+    pub out: PathBuf,
+    /// Extra attempts after a failure, across runs on the same `out`.
+    pub retries: u32,
+    pub shard: Option<Shard>,
+    /// The render workers of each batch.
+    pub pool: PoolOptions,
+}
+
+pub struct Job {
+    /// `None` only while a batch runs (the stages own it).
+    model: Option<Gemma4>,
+    constraint: Option<Arc<JsonConstraint>>,
+    settings: RunSettings,
+    exporter: Exporter,
+    store: StateStore,
+    fingerprint: String,
+    options: JobOptions,
+}
+
+/// What one batch did.
+pub struct BatchOutcome {
+    /// Documents processed now, with their records, in input order.
+    pub processed: Vec<(Source, DocumentRecord)>,
+    /// Documents not processed now: done before (their JSON is the record), out of retries, or
+    /// unreadable.
+    pub kept: Vec<(Source, DocumentRecord)>,
+    /// Among `kept`, those done before with the same settings.
+    pub skipped_done: usize,
+    /// Documents of other shards, or running in another live process.
+    pub not_ours: usize,
+    pub summary: RunSummary,
+}
+
+impl Job {
+    /// Opens the state store under `options.out` (removing temporaries a killed run left) and
+    /// fingerprints the model files and settings. `model_dir` and `dtype` name the files the
+    /// model was loaded from.
+    pub fn new(
+        model: Gemma4,
+        model_dir: &Path,
+        dtype: DtypeSelection,
+        constraint: Option<Arc<JsonConstraint>>,
+        settings: RunSettings,
+        exporter: Exporter,
+        options: JobOptions,
+    ) -> Result<Job, JobError> {
+        // A run killed while writing leaves hidden temporary files, never partial outputs.
+        let stale =
+            quire_exporters::atomic::remove_stale_temporaries(&options.out).map_err(|source| {
+                JobError::Clean {
+                    path: options.out.clone(),
+                    source,
+                }
+            })?;
+        if stale > 0 {
+            tracing::info!(stale, "removed temporary files of an interrupted run");
+        }
+        let store = StateStore::open(&options.out)?;
+        let fingerprint = fingerprint(&store, model_dir, dtype, &settings)?;
+        Ok(Job {
+            model: Some(model),
+            constraint,
+            settings,
+            exporter,
+            store,
+            fingerprint,
+            options,
+        })
+    }
+
+    pub fn settings(&self) -> &RunSettings {
+        &self.settings
+    }
+
+    pub fn exporter(&self) -> &Exporter {
+        &self.exporter
+    }
+
+    pub fn store(&self) -> &StateStore {
+        &self.store
+    }
+
+    /// Plans `sources`, processes those that need it and marks each done or failed after its
+    /// outputs are written. `on_event` sees each processed document as it finishes.
+    pub fn process(
+        &mut self,
+        sources: Vec<Source>,
+        mut on_event: impl FnMut(&Event),
+    ) -> Result<BatchOutcome, JobError> {
+        let plan = self.plan(sources)?;
+        for (source, sha) in plan.process.iter().zip(&plan.hashes) {
+            self.store.mark_running(&self.key(sha), &display(source))?;
+        }
+        tracing::info!(
+            process = plan.process.len(),
+            kept = plan.kept.len(),
+            "planned from the state store"
+        );
+        let sources = Arc::new(plan.process);
+        let events = crate::ingest(sources.to_vec(), self.options.pool.clone());
+        let documents = Documents::new(events, &sources, plan.hashes.clone());
+        let model = self.model.take().expect("no batch is running");
+        let store = &self.store;
+        let fingerprint = &self.fingerprint;
+        let hashes = &plan.hashes;
+        let observer = |event: Event| {
+            let Event::DocumentDone {
+                index,
+                error,
+                pages,
+                ..
+            } = &event;
+            // The outputs are in place (written atomically) before this event: now the mark.
+            let key = DocKey {
+                content_sha256: hashes[*index].clone(),
+                fingerprint: fingerprint.clone(),
+            };
+            let marked = match error {
+                None => store.mark_done(&key, *pages),
+                Some(e) => store.mark_failed(&key, e),
+            };
+            if let Err(e) = marked {
+                tracing::error!("{e}");
+            }
+            on_event(&event);
+        };
+        let (summary, model) = crate::run::run(
+            model,
+            self.constraint.clone(),
+            self.settings.clone(),
+            sources.clone(),
+            documents,
+            self.exporter.clone(),
+            observer,
+        );
+        self.model = Some(model);
+        let processed = sources
+            .iter()
+            .cloned()
+            .zip(summary.records.iter().cloned())
+            .collect();
+        Ok(BatchOutcome {
+            processed,
+            kept: plan.kept,
+            skipped_done: plan.skipped_done,
+            not_ours: plan.not_ours,
+            summary,
+        })
+    }
+
+    fn key(&self, sha: &str) -> DocKey {
+        DocKey {
+            content_sha256: sha.to_string(),
+            fingerprint: self.fingerprint.clone(),
+        }
+    }
+
+    fn plan(&self, sources: Vec<Source>) -> Result<BatchPlan, JobError> {
+        let mut plan = BatchPlan::default();
+        for source in sources {
+            let sha = match state::file_sha256(&source.path) {
+                Ok(sha) => sha,
+                Err(e) => {
+                    let error = crate::error::io_error(&source.path, &e);
+                    let mut record = self.error_record(&error);
+                    record.source = display(&source);
+                    plan.kept.push((source, record));
+                    continue;
+                }
+            };
+            if self
+                .options
+                .shard
+                .is_some_and(|shard| !shard.contains(&sha))
+            {
+                plan.not_ours += 1;
+                continue;
+            }
+            match self.store.plan(&self.key(&sha), self.options.retries)? {
+                Plan::Skip => {
+                    // Done before: its JSON is the record. Missing (deleted by hand): redo it.
+                    if let Some(record) = self.done_record(&source) {
+                        plan.skipped_done += 1;
+                        plan.kept.push((source, record));
+                        continue;
+                    }
+                    if self.store.state(&self.key(&sha))?.map(|(s, _)| s)
+                        == Some(state::DocState::Running)
+                    {
+                        // Running in another live process: not ours to take.
+                        plan.not_ours += 1;
+                        continue;
+                    }
+                }
+                Plan::GiveUp { attempts, error } => {
+                    let mut record =
+                        self.error_record(&DocError::new(&source.path, crate::ErrorKind::Io, ""));
+                    record.source = display(&source);
+                    record.content_sha256 = sha;
+                    record.error = Some(ErrorRecord {
+                        kind: "retries_exhausted".into(),
+                        message: format!("failed {attempts} times, last: {error}"),
+                        page: None,
+                    });
+                    plan.kept.push((source, record));
+                    continue;
+                }
+                Plan::Process { .. } => {}
+            }
+            plan.process.push(source);
+            plan.hashes.push(sha);
+        }
+        Ok(plan)
+    }
+
+    fn done_record(&self, source: &Source) -> Option<DocumentRecord> {
+        let json =
+            quire_exporters::layout::output_path(self.exporter.out(), &source.relative, "json")
+                .ok()?;
+        std::fs::read(&json)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<DocumentRecord>(&b).ok())
+    }
+
+    /// The record of an input that could not even be read.
+    pub fn error_record(&self, error: &DocError) -> DocumentRecord {
+        let s = &self.settings;
+        DocumentRecord {
+            source: error.path.display().to_string(),
+            content_sha256: String::new(),
+            page_count: 0,
+            task: s.task.name().into(),
+            settings: Settings {
+                model: s.model_id.clone(),
+                dtype: s.dtype.clone(),
+                budget: s.budget.soft_tokens(),
+                execution_provider: String::new(),
+                schema: None,
+            },
+            data: None,
+            text: None,
+            pages: Vec::new(),
+            tokens: Default::default(),
+            warnings: Vec::new(),
+            error: Some(error.to_record()),
+            run: Default::default(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct BatchPlan {
+    process: Vec<Source>,
+    hashes: Vec<String>,
+    kept: Vec<(Source, DocumentRecord)>,
+    skipped_done: usize,
+    not_ours: usize,
+}
+
+pub fn display(source: &Source) -> String {
+    quire_exporters::layout::display_relative(&source.relative)
+}
+
+/// Everything that changes an output: the model's files, the settings, quire's prompts.
+fn fingerprint(
+    store: &StateStore,
+    model_dir: &Path,
+    dtype: DtypeSelection,
+    s: &RunSettings,
+) -> Result<String, JobError> {
+    let mut parts: Vec<(String, String)> = Vec::new();
+    let dir = ModelDir::new(model_dir)?;
+    for name in [
+        "config.json",
+        "generation_config.json",
+        "processor_config.json",
+        "preprocessor_config.json",
+        "tokenizer.json",
+        "chat_template.jinja",
+    ] {
+        let path = model_dir.join(name);
+        if path.is_file() {
+            parts.push((format!("model/{name}"), store.cached_file_sha256(&path)?));
+        }
+    }
+    for graph in Graph::ALL {
+        let path = dir.graph(graph, dtype.get(graph))?;
+        for file in std::iter::once(path.clone()).chain(ModelDir::sidecars(&path)) {
+            let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
+            parts.push((
+                format!("model/onnx/{}", name.unwrap_or_default()),
+                store.cached_file_sha256(&file)?,
+            ));
+        }
+    }
+    let task = match &s.task {
+        crate::run::task::Task::Ocr => "ocr".to_string(),
+        crate::run::task::Task::Extract { schema } => format!("extract {schema}"),
+        crate::run::task::Task::Prompt { text } => format!("prompt {text}"),
+    };
+    parts.extend([
+        ("task".into(), task),
+        ("prompts".into(), crate::run::task::prompt_files()),
+        ("budget".into(), s.budget.to_string()),
+        ("dtype".into(), s.dtype.clone()),
+        ("max_new_tokens".into(), s.max_new_tokens.to_string()),
+        ("text_anchor".into(), s.text_anchor.to_string()),
+        ("sampling".into(), format!("{:?}", s.sampling)),
+    ]);
+    Ok(state::fingerprint(&parts))
+}
