@@ -458,3 +458,78 @@ fn a_killed_run_resumes_to_identical_outputs_without_redoing_finished_documents(
         }
     }
 }
+
+/// Documents done with one schema are skipped by a rerun with that schema (new ones processed);
+/// another schema redoes them all; and going back redoes them again, since their outputs are
+/// now the other schema's: a rerun trusts an output only when it carries the run's fingerprint.
+#[test]
+fn a_schema_change_redoes_its_documents_and_skips_the_rest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    for name in ["square.png", "receipt.jpg"] {
+        std::fs::copy(root().join("samples").join(name), input.join(name)).unwrap();
+    }
+    let out = tmp.path().join("out");
+    let schema = |name: &str| {
+        root()
+            .join(format!("samples/schemas/{name}.schema.json"))
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    // The other schema: small, written here.
+    let title = tmp.path().join("title.schema.json");
+    std::fs::write(
+        &title,
+        r#"{"type": "object", "properties": {"title": {"type": "string", "maxLength": 24}},
+            "required": ["title"]}"#,
+    )
+    .unwrap();
+    let (invoice, title) = (schema("invoice"), title.to_str().unwrap().to_owned());
+    let extract = |schema: &str| {
+        let result = quire(&run_args(
+            input.to_str().unwrap(),
+            out.to_str().unwrap(),
+            &["--schema", schema, "--max-new-tokens", "2048"],
+        ));
+        assert_eq!(result.status.code(), Some(0));
+        String::from_utf8_lossy(&result.stderr).into_owned()
+    };
+    let valid_for = |schema: &str, name: &str| {
+        let validator = jsonschema::options()
+            .should_validate_formats(true)
+            .build(&read_json(Path::new(schema)))
+            .unwrap();
+        let record = read_json(&out.join(format!("{name}.json")));
+        validator.is_valid(&record["data"])
+    };
+
+    let log = extract(&invoice);
+    assert!(!log.contains("already done"), "{log}");
+    let first = snapshot(&out);
+    // One new document: the two done ones are skipped, the new one processed.
+    std::fs::copy(root().join("samples/strip.png"), input.join("strip.png")).unwrap();
+    let log = extract(&invoice);
+    assert!(log.contains("2 documents were already done"), "{log}");
+    assert!(log.contains("1 documents (1 ok, 0 failed)"), "{log}");
+    let with_strip = snapshot(&out);
+    for entry in first
+        .iter()
+        .filter(|(name, _)| !name.starts_with("results."))
+    {
+        assert!(with_strip.contains(entry), "{} was rewritten", entry.0);
+    }
+    // Another schema: all three redone, against that schema.
+    let log = extract(&title);
+    assert!(!log.contains("already done"), "{log}");
+    assert!(log.contains("3 documents (3 ok, 0 failed)"), "{log}");
+    for name in ["square.png", "receipt.jpg", "strip.png"] {
+        assert!(valid_for(&title, name), "{name}");
+    }
+    // Back to the first schema: the outputs on disk are the other schema's, so all are redone, and
+    // they come out byte-identical to before.
+    let log = extract(&invoice);
+    assert!(log.contains("3 documents (3 ok, 0 failed)"), "{log}");
+    assert_eq!(snapshot(&out), with_strip);
+}

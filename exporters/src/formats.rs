@@ -231,6 +231,7 @@ mod tests {
                 budget: 280,
                 execution_provider: "cpu".into(),
                 schema: None,
+                fingerprint: String::new(),
             },
             data,
             text: Some("# Page 1".into()),

@@ -36,6 +36,10 @@ pub struct Settings {
     pub execution_provider: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schema: Option<String>,
+    /// Hash of everything that shapes the output (model files, settings, prompts): a rerun
+    /// trusts an existing output only when it has the run's fingerprint.
+    #[serde(default)]
+    pub fingerprint: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -79,7 +79,7 @@ impl Job {
         model_dir: &Path,
         dtype: DtypeSelection,
         constraint: Option<Arc<JsonConstraint>>,
-        settings: RunSettings,
+        mut settings: RunSettings,
         exporter: Exporter,
         options: JobOptions,
     ) -> Result<Job, JobError> {
@@ -96,6 +96,7 @@ impl Job {
         }
         let store = StateStore::open(&options.out)?;
         let fingerprint = fingerprint(&store, model_dir, dtype, &settings)?;
+        settings.fingerprint = fingerprint.clone();
         Ok(Job {
             model: Some(model),
             constraint,
@@ -217,8 +218,9 @@ impl Job {
             }
             match self.store.plan(&self.key(&sha), self.options.retries)? {
                 Plan::Skip => {
-                    // Done before: its JSON is the record. Missing (deleted by hand): redo it.
-                    if let Some(record) = self.done_record(&source) {
+                    // Done before: its JSON is the record. Missing (deleted by hand) or
+                    // replaced since by a run with other settings: redo it.
+                    if let Some(record) = self.done_record(&source, &sha) {
                         plan.skipped_done += 1;
                         plan.kept.push((source, record));
                         continue;
@@ -252,13 +254,15 @@ impl Job {
         Ok(plan)
     }
 
-    fn done_record(&self, source: &Source) -> Option<DocumentRecord> {
+    /// The output JSON of `source` when it is the result of this content with these settings.
+    fn done_record(&self, source: &Source, sha: &str) -> Option<DocumentRecord> {
         let json =
             quire_exporters::layout::output_path(self.exporter.out(), &source.relative, "json")
                 .ok()?;
         std::fs::read(&json)
             .ok()
             .and_then(|b| serde_json::from_slice::<DocumentRecord>(&b).ok())
+            .filter(|r| r.content_sha256 == sha && r.settings.fingerprint == self.fingerprint)
     }
 
     /// The record of an input that could not even be read.
@@ -275,6 +279,7 @@ impl Job {
                 budget: s.budget.soft_tokens(),
                 execution_provider: String::new(),
                 schema: None,
+                fingerprint: self.fingerprint.clone(),
             },
             data: None,
             text: None,

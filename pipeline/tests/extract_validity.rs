@@ -128,6 +128,7 @@ fn every_extraction_is_schema_valid() {
             execution_provider: "cpu".into(),
             schema_name: Some(name.into()),
             loop_guard: Default::default(),
+            fingerprint: String::new(),
         };
         let (summary, _model) = run(
             model,

@@ -381,6 +381,7 @@ pub fn open_job(global: &super::Global, r: &Resolved) -> anyhow::Result<Job> {
             .and_then(|p| p.file_name())
             .map(|n| n.to_string_lossy().into_owned()),
         loop_guard: Default::default(),
+        fingerprint: String::new(),
     };
     let mut pool = PoolOptions::new(r.budget, None);
     pool.workers = r.workers;

@@ -60,6 +60,8 @@ pub struct RunSettings {
     pub execution_provider: String,
     pub schema_name: Option<String>,
     pub loop_guard: LoopGuardConfig,
+    /// The job's settings fingerprint, recorded in every output ([`crate::job`] sets it).
+    pub fingerprint: String,
 }
 
 /// A page as loaded (rendered PDF page or decoded image).
@@ -732,6 +734,7 @@ fn to_record(settings: &RunSettings, source: &Source, doc: Doc) -> DocumentRecor
             budget: settings.budget.soft_tokens(),
             execution_provider: settings.execution_provider.clone(),
             schema: settings.schema_name.clone(),
+            fingerprint: settings.fingerprint.clone(),
         },
         data: doc.data,
         text: doc.text,
