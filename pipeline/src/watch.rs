@@ -59,24 +59,38 @@ pub struct Arrivals {
     /// Files taken, with the stamp they had: taken again only when changed.
     taken: HashMap<PathBuf, Stamp>,
     events: crossbeam_channel::Receiver<notify::Result<Event>>,
-    _watcher: RecommendedWatcher,
+    /// `None` when notifications are unavailable (e.g. the inotify watch limit): rescans only.
+    _watcher: Option<RecommendedWatcher>,
 }
 
 impl Arrivals {
     /// Watches `root` (recursively). `excluded` folders are skipped; `settle` is how long a file
-    /// must stay unchanged; `rescan_every` how often the whole folder is walked again.
+    /// must stay unchanged; `rescan_every` how often the whole folder is walked again. Without
+    /// file notifications (a warning says why) the rescans alone find new files.
     pub fn new(
         root: &Path,
         excluded: Vec<PathBuf>,
         settle: Duration,
         rescan_every: Duration,
-    ) -> notify::Result<Arrivals> {
+    ) -> Arrivals {
         let (tx, events) = crossbeam_channel::unbounded();
-        let mut watcher = notify::recommended_watcher(move |event| {
+        let watcher = notify::recommended_watcher(move |event| {
             let _ = tx.send(event);
-        })?;
-        watcher.watch(root, RecursiveMode::Recursive)?;
-        Ok(Arrivals {
+        })
+        .and_then(|mut w| w.watch(root, RecursiveMode::Recursive).map(|()| w));
+        let watcher = match watcher {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(
+                    "no file notifications for {} ({e}): new files are found by the rescan \
+                     every {} s",
+                    root.display(),
+                    rescan_every.as_secs_f64()
+                );
+                None
+            }
+        };
+        Arrivals {
             root: root.to_path_buf(),
             excluded,
             settle,
@@ -86,7 +100,7 @@ impl Arrivals {
             taken: HashMap::new(),
             events,
             _watcher: watcher,
-        })
+        }
     }
 
     fn excluded(&self, path: &Path) -> bool {
@@ -107,17 +121,23 @@ impl Arrivals {
     pub fn poll(&mut self, wait: Duration, max: usize) -> Vec<PathBuf> {
         let mut touched: HashSet<PathBuf> = HashSet::new();
         let mut renamed: HashSet<PathBuf> = HashSet::new();
-        if let Ok(first) = self.events.recv_timeout(wait) {
-            for event in std::iter::once(first).chain(self.events.try_iter()) {
-                match event {
-                    Ok(event) => classify(event, &mut touched, &mut renamed),
-                    Err(e) => {
-                        // Overflowed or failed notifications: the rescan finds what they missed.
-                        tracing::warn!("file notifications: {e}; rescanning");
-                        self.last_rescan = None;
+        match self.events.recv_timeout(wait) {
+            Ok(first) => {
+                for event in std::iter::once(first).chain(self.events.try_iter()) {
+                    match event {
+                        Ok(event) => classify(event, &mut touched, &mut renamed),
+                        Err(e) => {
+                            // Overflowed or failed notifications: a rescan finds what they
+                            // missed.
+                            tracing::warn!("file notifications: {e}; rescanning");
+                            self.last_rescan = None;
+                        }
                     }
                 }
             }
+            // No watcher: nothing will ever arrive on the channel.
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => std::thread::sleep(wait),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
         }
         for path in touched {
             if std::fs::metadata(&path).is_ok_and(|m| m.is_dir()) {
@@ -334,8 +354,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().canonicalize().unwrap();
         let settle = Duration::from_millis(300);
-        let mut arrivals =
-            Arrivals::new(&root, Vec::new(), settle, Duration::from_secs(3600)).unwrap();
+        let mut arrivals = Arrivals::new(&root, Vec::new(), settle, Duration::from_secs(3600));
         let file = root.join("a.png");
         std::fs::write(&file, b"first").unwrap();
         let started = Instant::now();

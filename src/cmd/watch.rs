@@ -104,8 +104,7 @@ pub fn run(global: &super::Global, args: WatchArgs) -> anyhow::Result<u8> {
         excluded,
         Duration::from_secs_f64(args.settle),
         Duration::from_secs_f64(args.rescan),
-    )
-    .with_context(|| format!("watching {}", dir.display()))?;
+    );
     let mut metrics = Metrics::default();
     let publish = |metrics: &Metrics| {
         if let Some(path) = &args.metrics {
