@@ -213,6 +213,12 @@ impl DecodeBatch {
             fail(error)
         })?;
         self.timings.batch_size = self.timings.batch_size.max(self.rows.len());
+        tracing::debug!(
+            "{} sequences joined (prompts up to {s} tokens): {} rows, cache {} columns",
+            group.len(),
+            self.rows.len(),
+            self.cache_len()
+        );
         let done = self.sample(model, first, logits, processor);
         if let Err(error) = self.retire(&done) {
             return Err(self.reset(error));
