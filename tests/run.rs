@@ -1,7 +1,7 @@
 //! `quire run` end to end on the samples with the tiny random-weight Gemma 4: outputs for every
 //! document (schema-valid JSON checked by an independent validator, non-empty Markdown), broken
 //! documents as error records with exit code 3, output paths contained, resume skipping done
-//! documents with byte-identical outputs.
+//! documents with byte-identical outputs, batching across documents changing no output.
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -532,4 +532,66 @@ fn a_schema_change_redoes_its_documents_and_skips_the_rest() {
     let log = extract(&invoice);
     assert!(log.contains("3 documents (3 ok, 0 failed)"), "{log}");
     assert_eq!(snapshot(&out), with_strip);
+}
+
+/// `data` and `text` of every record of `results.jsonl`, by source.
+fn results(out: &Path) -> Vec<(String, Value, Value)> {
+    let mut rows: Vec<(String, Value, Value)> = std::fs::read_to_string(out.join("results.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let r: Value = serde_json::from_str(l).unwrap();
+            let source = r["source"].as_str().unwrap().to_string();
+            (source, r["data"].clone(), r["text"].clone())
+        })
+        .collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    rows
+}
+
+#[test]
+fn batching_across_documents_gives_the_unbatched_outputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    copy_samples(&input);
+    let schema = root().join("samples/schemas/invoice.schema.json");
+    let schema = schema.to_str().unwrap();
+    // Token budgets that let a few rows share the batch but not every mix of prompt lengths.
+    for (task, small_budget) in [
+        (vec!["--task", "ocr", "--max-new-tokens", "24"], "400"),
+        (vec!["--schema", schema, "--max-new-tokens", "2048"], "8000"),
+    ] {
+        let mut outs = Vec::new();
+        // Off (one page per vision run, one sequence per step), then small budgets that make
+        // sequences join and leave a running batch, then the defaults.
+        for (i, flags) in [
+            vec!["--batch-size", "1", "--vision-patches", "1"],
+            vec![
+                "--batch-size",
+                "3",
+                "--batch-tokens",
+                small_budget,
+                "--vision-patches",
+                "1500",
+            ],
+            vec![],
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let out = tmp.path().join(format!("{}-{i}", task[1]));
+            let mut extra = task.clone();
+            extra.extend(flags);
+            let result = quire(&run_args(
+                input.to_str().unwrap(),
+                out.to_str().unwrap(),
+                &extra,
+            ));
+            assert_eq!(result.status.code(), Some(0), "{extra:?}");
+            outs.push(results(&out));
+        }
+        assert_eq!(outs[0].len(), SAMPLES.len());
+        assert_eq!(outs[1], outs[0], "{task:?}: small budgets");
+        assert_eq!(outs[2], outs[0], "{task:?}: defaults");
+    }
 }

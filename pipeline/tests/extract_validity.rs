@@ -122,6 +122,8 @@ fn every_extraction_is_schema_valid() {
             },
             text_anchor: false,
             batch_size: 8,
+            batch_tokens: 16384,
+            vision_patches: 20160,
             max_pages_per_prompt: 4,
             model_id: "tiny-gemma4".into(),
             dtype: "fp32".into(),

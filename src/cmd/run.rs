@@ -66,9 +66,15 @@ pub struct JobArgs {
     /// Most tokens generated per page (ocr, prompt) or per document (extract).
     #[arg(long, env = "QUIRE_MAX_NEW_TOKENS")]
     max_new_tokens: Option<usize>,
-    /// Sequences per decoder run.
+    /// Most sequences decoded together.
     #[arg(long, env = "QUIRE_BATCH_SIZE")]
     batch_size: Option<usize>,
+    /// Token budget of the decoder batch (rows × (cache + new tokens); default 16384).
+    #[arg(long, env = "QUIRE_BATCH_TOKENS")]
+    batch_tokens: Option<usize>,
+    /// Patch budget of one vision encoder run (default 20160: 4 pages at budget 560).
+    #[arg(long, env = "QUIRE_VISION_PATCHES")]
+    vision_patches: Option<usize>,
     /// Do not give the PDF text layer to the model.
     #[arg(long, env = "QUIRE_NO_TEXT_ANCHOR")]
     no_text_anchor: Option<bool>,
@@ -120,6 +126,8 @@ struct ConfigFile {
     format: Option<String>,
     max_new_tokens: Option<usize>,
     batch_size: Option<usize>,
+    batch_tokens: Option<usize>,
+    vision_patches: Option<usize>,
     no_text_anchor: Option<bool>,
     seed: Option<u64>,
     password_file: Option<PathBuf>,
@@ -151,6 +159,8 @@ pub struct Resolved {
     pub formats: Vec<Format>,
     pub max_new_tokens: usize,
     pub batch_size: usize,
+    pub batch_tokens: usize,
+    pub vision_patches: usize,
     pub text_anchor: bool,
     pub sampling: Option<u64>,
     pub password: Option<String>,
@@ -183,6 +193,8 @@ pub fn resolve(mut args: JobArgs) -> anyhow::Result<Resolved> {
             format,
             max_new_tokens,
             batch_size,
+            batch_tokens,
+            vision_patches,
             no_text_anchor,
             seed,
             password_file,
@@ -286,6 +298,14 @@ pub fn resolve(mut args: JobArgs) -> anyhow::Result<Resolved> {
         formats,
         max_new_tokens,
         batch_size: args.batch_size.unwrap_or(4).max(1),
+        batch_tokens: args
+            .batch_tokens
+            .unwrap_or(quire_pipeline::run::DEFAULT_BATCH_TOKENS)
+            .max(1),
+        vision_patches: args
+            .vision_patches
+            .unwrap_or(quire_pipeline::run::DEFAULT_VISION_PATCHES)
+            .max(1),
         text_anchor: !args.no_text_anchor.unwrap_or(false),
         sampling: args.seed,
         password,
@@ -367,6 +387,8 @@ pub fn open_job(global: &super::Global, r: &Resolved) -> anyhow::Result<Job> {
         sampling,
         text_anchor: r.text_anchor,
         batch_size: r.batch_size,
+        batch_tokens: r.batch_tokens,
+        vision_patches: r.vision_patches,
         max_pages_per_prompt: 8,
         model_id: model_id(&r.model),
         dtype: r.dtype_name.clone(),

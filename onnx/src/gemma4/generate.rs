@@ -1,21 +1,21 @@
-//! The model as one object (files, sessions, tokenizer, template) and the generation loop:
-//! vision once at prefill, left-padded batches, KV cache carried between steps, finished
-//! sequences dropped from the batch.
+//! The model as one object (files, sessions, tokenizer, template) and [`Gemma4::generate`], a
+//! static batch on the loop of [`super::continuous`]: vision once at prefill, left-padded
+//! batches, KV cache carried between steps, finished sequences dropped from the batch.
 
 use super::config::{read_json, GenerationConfig, ImageProcessorConfig, ModelConfig};
-use super::decoder::{Decoder, KvCache};
+use super::continuous::{Admission, BatchLimits, DecodeBatch, NewSequence};
+use super::decoder::Decoder;
 use super::embed_tokens::EmbedTokens;
 use super::error::Error;
 use super::image_processor::{Budget, ImageProcessor, ProcessedImage, Rgb8};
 use super::model_dir::{DtypeSelection, Graph, ModelDir};
 use super::prompt::{Message, PromptBuilder, SpecialTokens, Tokenizer};
-use super::sampling::{soft_cap, LogitsProcessor, Sampler, Sampling};
+use super::sampling::{soft_cap, LogitsProcessor, Sampling};
 use super::vision_encoder::VisionEncoder;
 use crate::ep::{EpConfig, EpReport};
 use crate::session::LoadedSession;
 use serde::Serialize;
 use std::path::Path;
-use std::time::Instant;
 
 /// How to load a model directory.
 #[derive(Debug, Clone, Default)]
@@ -287,227 +287,68 @@ impl Gemma4 {
         self.tokenizer.decode(&kept, true)
     }
 
-    /// Generates for several sequences in one batch. `processor` sees every step of every
-    /// sequence before selection.
+    /// Final logit soft-capping, here when the graph's logits show it does not cap itself.
+    pub(super) fn cap_logits(&mut self, logits: &mut [f32]) {
+        let Some(cap) = self
+            .config
+            .text_config
+            .final_logit_softcapping
+            .filter(|c| *c > 0.0)
+        else {
+            return;
+        };
+        if !self.softcap_in_rust && logits.iter().any(|v| v.abs() > cap * (1.0 + 1e-4)) {
+            tracing::info!(
+                "logits exceed the soft-cap {cap}: the graph does not cap, applying it here"
+            );
+            self.softcap_in_rust = true;
+        }
+        if self.softcap_in_rust {
+            soft_cap(logits, cap);
+        }
+    }
+
+    /// Generates for several sequences in one batch: one prefill, then decode steps until all
+    /// have finished. `processor` sees every step of every sequence before selection, with the
+    /// sequence's index in `requests`.
     pub fn generate(
         &mut self,
         requests: &[Request<'_>],
         opts: &GenerateOptions,
         processor: &mut dyn LogitsProcessor,
     ) -> Result<BatchOutput, Error> {
-        let b = requests.len();
-        let mut timings = Timings {
-            batch_size: b,
-            ..Default::default()
-        };
-        if b == 0 {
-            return Ok(BatchOutput {
-                sequences: Vec::new(),
-                timings,
-            });
-        }
-        let hidden = self.config.text_config.hidden_size;
-        let image_id = self.config.image_token_id;
-        let stop_ids = opts
-            .stop_ids
-            .clone()
-            .unwrap_or_else(|| self.stop_ids.clone());
-
-        // Vision: one run over every image of every request that has no features yet.
-        let t0 = Instant::now();
-        let pending: Vec<&ProcessedImage> = requests
+        let mut batch = DecodeBatch::new(self, opts, BatchLimits::UNBOUNDED);
+        let group: Vec<NewSequence> = requests
             .iter()
-            .filter(|r| r.image_features.is_none())
-            .flat_map(|r| r.images.iter().copied())
-            .collect();
-        let all = self.encode_images(&pending)?;
-        timings.vision_s = if pending.is_empty() {
-            0.0
-        } else {
-            t0.elapsed().as_secs_f64()
-        };
-        let mut offset = 0;
-        let mut features: Vec<Vec<f32>> = Vec::with_capacity(b);
-        for r in requests {
-            match &r.image_features {
-                Some(f) => features.push(f.clone()),
-                None => {
-                    let n: usize =
-                        r.images.iter().map(|i| i.num_soft_tokens).sum::<usize>() * hidden;
-                    features.push(all[offset..offset + n].to_vec());
-                    offset += n;
-                }
-            }
-        }
-        for (i, (r, f)) in requests.iter().zip(&features).enumerate() {
-            let slots = r.input_ids.iter().filter(|&&t| t == image_id).count();
-            if slots * hidden != f.len() {
-                return Err(Error::Invalid(format!(
-                    "sequence {i}: {slots} image tokens in the prompt but {} image feature rows",
-                    f.len() / hidden
-                )));
-            }
-        }
-
-        // Prefill, left-padded: pads are masked out and get position 0 (as HF generate).
-        let t1 = Instant::now();
-        let s = requests
-            .iter()
-            .map(|r| r.input_ids.len())
-            .max()
-            .unwrap_or(0);
-        if s == 0 {
-            return Err(Error::Invalid("empty prompt".into()));
-        }
-        timings.prompt_tokens = requests.iter().map(|r| r.input_ids.len()).sum();
-        let mm: Vec<u32> = [
-            Some(image_id),
-            self.config.audio_token_id,
-            self.config.video_token_id,
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        let mut ids = vec![self.pad_id as i64; b * s];
-        let mut mask = vec![0i64; b * s];
-        let mut positions = vec![0i64; b * s];
-        let mut last_pos = vec![0i64; b];
-        for (r, req) in requests.iter().enumerate() {
-            let pad = s - req.input_ids.len();
-            for (j, &t) in req.input_ids.iter().enumerate() {
-                // Multimodal placeholders are looked up as pad, as HF does (contract §4).
-                ids[r * s + pad + j] = if mm.contains(&t) { self.pad_id } else { t } as i64;
-                mask[r * s + pad + j] = 1;
-                positions[r * s + pad + j] = j as i64;
-            }
-            last_pos[r] = req.input_ids.len() as i64 - 1;
-        }
-        let (mut embeds, ple) = self.embed.run(ids, b, s)?;
-        for (r, req) in requests.iter().enumerate() {
-            let pad = s - req.input_ids.len();
-            let mut k = 0;
-            for (j, &t) in req.input_ids.iter().enumerate() {
-                if t == image_id {
-                    let dst = (r * s + pad + j) * hidden;
-                    embeds[dst..dst + hidden]
-                        .copy_from_slice(&features[r][k * hidden..(k + 1) * hidden]);
-                    k += 1;
-                }
-            }
-        }
-        let mut cache = self.decoder.empty_cache(b)?;
-        let mut logits = self
-            .decoder
-            .step(embeds, ple, s, mask.clone(), positions, &mut cache)?;
-        timings.prefill_s = t1.elapsed().as_secs_f64();
-
-        // Per active row: request index and its attention mask.
-        let mut active: Vec<usize> = (0..b).collect();
-        let mut masks: Vec<Vec<i64>> = mask.chunks(s).map(|c| c.to_vec()).collect();
-        let mut samplers: Vec<Sampler> = (0..b).map(|i| Sampler::new(opts.sampling, i)).collect();
-        let mut out: Vec<Generation> = (0..b)
-            .map(|_| Generation {
-                generated_ids: Vec::new(),
-                finish_reason: FinishReason::Length,
-                prefill_logits: None,
+            .enumerate()
+            .map(|(i, request)| NewSequence {
+                id: i,
+                stream: i,
+                request,
             })
             .collect();
-        let vocab = self.decoder.vocab;
-        let cap = self
-            .config
-            .text_config
-            .final_logit_softcapping
-            .filter(|c| *c > 0.0);
-        let mut first = true;
+        let mut out: Vec<Option<Generation>> = vec![None; requests.len()];
+        let mut finished = match batch.admit(self, &group, processor).map_err(|f| f.error)? {
+            Admission::Joined(done) => done,
+            Admission::Refused => unreachable!("an empty batch takes any group"),
+        };
         loop {
-            let mut next = Vec::with_capacity(active.len());
-            let mut keep = Vec::with_capacity(active.len());
-            for (row, &seq) in active.iter().enumerate() {
-                let l = &mut logits[row * vocab..(row + 1) * vocab];
-                if let Some(cap) = cap {
-                    if !self.softcap_in_rust && l.iter().any(|v| v.abs() > cap * (1.0 + 1e-4)) {
-                        tracing::info!("logits exceed the soft-cap {cap}: the graph does not cap, applying it here");
-                        self.softcap_in_rust = true;
-                    }
-                    if self.softcap_in_rust {
-                        soft_cap(l, cap);
-                    }
-                }
-                if first && opts.keep_prefill_logits {
-                    out[seq].prefill_logits = Some(l.to_vec());
-                }
-                processor.process(seq, l);
-                let tok = samplers[seq].select(l);
-                out[seq].generated_ids.push(tok);
-                let stop = processor.on_token(seq, tok);
-                if stop_ids.contains(&tok) {
-                    out[seq].finish_reason = FinishReason::Stop;
-                } else if stop {
-                    out[seq].finish_reason = FinishReason::Processor;
-                } else if out[seq].generated_ids.len() >= opts.max_new_tokens {
-                    out[seq].finish_reason = FinishReason::Length;
-                } else {
-                    keep.push(row);
-                    next.push(tok as i64);
-                    continue;
-                }
+            for f in finished.drain(..) {
+                out[f.id] = Some(f.generation);
             }
-            first = false;
-            if keep.is_empty() {
+            if batch.is_empty() {
                 break;
             }
-            let t2 = Instant::now();
-            if keep.len() != active.len() {
-                // Finished rows leave the batch; leading columns that are padding in every
-                // remaining row go too, when the cache is as long as the mask.
-                let kept_masks: Vec<Vec<i64>> = keep.iter().map(|&r| masks[r].clone()).collect();
-                let lead = kept_masks
-                    .iter()
-                    .map(|m| m.iter().take_while(|&&v| v == 0).count())
-                    .min()
-                    .unwrap_or(0);
-                let trim = if cache_len_matches(&cache, masks[0].len()) {
-                    lead
-                } else {
-                    0
-                };
-                cache.select(&keep, trim)?;
-                masks = kept_masks.into_iter().map(|m| m[trim..].to_vec()).collect();
-                active = keep.iter().map(|&r| active[r]).collect();
-                last_pos = keep.iter().map(|&r| last_pos[r]).collect();
-            }
-            let n = active.len();
-            for m in &mut masks {
-                m.push(1);
-            }
-            for p in &mut last_pos {
-                *p += 1;
-            }
-            let (embeds, ple) = self.embed.run(next, n, 1)?;
-            let flat_mask: Vec<i64> = masks.iter().flatten().copied().collect();
-            logits = self
-                .decoder
-                .step(embeds, ple, 1, flat_mask, last_pos.clone(), &mut cache)?;
-            timings.decode_step_s.push(t2.elapsed().as_secs_f64());
+            finished = batch.step(self, processor).map_err(|f| f.error)?;
         }
         Ok(BatchOutput {
-            sequences: out,
-            timings,
+            sequences: out
+                .into_iter()
+                .map(|g| g.expect("every sequence finishes"))
+                .collect(),
+            timings: batch.timings,
         })
     }
-}
-
-/// Whether every cache tensor's time axis equals the mask length (i.e. nothing was
-/// window-truncated), which makes trimming columns safe.
-fn cache_len_matches(cache: &KvCache, mask_len: usize) -> bool {
-    cache.past_len == mask_len
-        && cache.values.iter().all(|v| {
-            v.dtype()
-                .tensor_shape()
-                .and_then(|s| s.get(2))
-                .map(|&d| d as usize)
-                == Some(mask_len)
-        })
 }
 
 fn special_tokens(

@@ -4,6 +4,7 @@
 //! [`Gemma4::prompt_ids`] / [`Gemma4::generate`].
 
 pub mod config;
+pub mod continuous;
 pub mod decoder;
 pub mod embed_tokens;
 pub mod error;
@@ -15,6 +16,7 @@ pub mod sampling;
 mod tensors;
 pub mod vision_encoder;
 
+pub use continuous::{Admission, BatchFailure, BatchLimits, DecodeBatch, Finished, NewSequence};
 pub use error::Error;
 pub use generate::{
     BatchOutput, FinishReason, Gemma4, GenerateOptions, Generation, LoadOptions, Request, Timings,

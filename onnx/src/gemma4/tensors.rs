@@ -74,3 +74,59 @@ pub fn select_kv(v: &DynValue, rows: &[usize], from: usize) -> Result<DynValue, 
         .map_err(ort_err("kv slice"))?
         .into_dyn())
 }
+
+/// Rank-4 KV tensors `[B_i, h, T_i, d]` stacked on axis 0, each left-padded with zeros on
+/// axis 2 by its own amount (`parts[i].1`) so that all reach one length: how a running batch's
+/// cache and a newly prefilled one become one batch. Zero columns are masked out by the caller.
+pub fn stack_kv_left_padded(parts: &[(&DynValue, usize)]) -> Result<DynValue, Error> {
+    fn stack<
+        T: ort::value::PrimitiveTensorElementType + Copy + Default + std::fmt::Debug + 'static,
+    >(
+        parts: &[(&DynValue, usize)],
+    ) -> Result<DynValue, Error> {
+        let mut views = Vec::with_capacity(parts.len());
+        for (v, pad) in parts {
+            let (shape, d) = v.try_extract_tensor::<T>().map_err(ort_err("kv stack"))?;
+            views.push((
+                shape.iter().map(|&x| x as usize).collect::<Vec<_>>(),
+                d,
+                *pad,
+            ));
+        }
+        let (h, e) = (views[0].0[1], views[0].0[3]);
+        let t_out = views[0].0[2] + views[0].2;
+        let mut rows = 0;
+        for (shape, _, pad) in &views {
+            if shape.len() != 4 || shape[1] != h || shape[3] != e || shape[2] + pad != t_out {
+                return Err(Error::Invalid(format!(
+                    "KV tensors do not stack: {shape:?} left-padded by {pad} beside [_, {h}, {t_out}, {e}]"
+                )));
+            }
+            rows += shape[0];
+        }
+        let mut out = Vec::with_capacity(rows * h * t_out * e);
+        for (shape, d, pad) in &views {
+            let t = shape[2];
+            if t * e == 0 {
+                out.resize(out.len() + shape[0] * h * pad * e, T::default());
+                continue;
+            }
+            for block in d.chunks_exact(t * e).take(shape[0] * h) {
+                out.resize(out.len() + pad * e, T::default());
+                out.extend_from_slice(block);
+            }
+        }
+        let shape = vec![rows as i64, h as i64, t_out as i64, e as i64];
+        Ok(Tensor::from_array((shape, out))
+            .map_err(ort_err("kv stack"))?
+            .into_dyn())
+    }
+    if parts.is_empty() {
+        return Err(Error::Invalid("no KV tensors to stack".into()));
+    }
+    if parts[0].0.try_extract_tensor::<f32>().is_ok() {
+        stack::<f32>(parts)
+    } else {
+        stack::<f16>(parts)
+    }
+}

@@ -4,30 +4,30 @@
 //! render (worker processes) ─► preprocess (rayon) ─► vision encode ─► generate ─► export
 //! ```
 //! Stages are threads joined by bounded channels (see [`crate::stage`]); the unit that flows is
-//! a document with its pages. A document that fails at any stage carries its error record to
+//! a document with its pages. The model stages batch across documents by budget: the vision
+//! stage encodes pages in runs of at most `vision_patches` patches, the generate stage keeps one
+//! decoder batch that sequences join and leave under `batch_tokens` (so documents can leave it
+//! in another order than they came). A document that fails at any stage carries its error record to
 //! the export stage, which writes it like any result: nothing is lost.
 
 pub mod documents;
+mod generate_stage;
 pub mod loop_guard;
 pub mod processor;
 pub mod task;
+mod vision_stage;
 
 use crate::sources::Source;
 use crate::stage::{self, StageReport};
 use crossbeam_channel::bounded;
 use loop_guard::LoopGuardConfig;
-use processor::BatchProcessor;
 use quire_exporters::formats::Exporter;
 use quire_exporters::record::{
     DocumentRecord, ErrorRecord, PageRecord, RunInfo, Settings, TokenCounts,
 };
 use quire_onnx::constrained::{BoundOptions, ConstraintTokenizer, JsonConstraint};
-use quire_onnx::gemma4::vision_encoder::VisionEncoder;
 use quire_onnx::gemma4::Budget;
-use quire_onnx::gemma4::{
-    FinishReason, Gemma4, GenerateOptions, ImageProcessor, Message, ProcessedImage, Request, Rgb8,
-    Sampling,
-};
+use quire_onnx::gemma4::{Gemma4, ImageProcessor, Message, ProcessedImage, Rgb8, Sampling};
 use rayon::prelude::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -40,6 +40,12 @@ pub const MIN_PIXELS_PER_INCH: f32 = 100.0;
 /// An image shrunk by more than this factor (per side) loses detail.
 pub const MAX_SHRINK: f32 = 2.0;
 
+/// Default [`RunSettings::batch_tokens`].
+pub const DEFAULT_BATCH_TOKENS: usize = 16384;
+/// Default [`RunSettings::vision_patches`]: 4 pages at the default budget of 560 soft tokens
+/// (9 patches each).
+pub const DEFAULT_VISION_PATCHES: usize = 4 * 560 * 9;
+
 /// Everything a run needs besides the model sessions.
 #[derive(Debug, Clone)]
 pub struct RunSettings {
@@ -49,8 +55,14 @@ pub struct RunSettings {
     pub sampling: Sampling,
     /// Give the PDF text layer to the model as an anchor.
     pub text_anchor: bool,
-    /// Sequences per decoder run.
+    /// Most sequences decoded together.
     pub batch_size: usize,
+    /// Token budget of the decoder batch: sequences join while `rows × (cache length + new
+    /// tokens to come)` stays within it (a sequence alone always runs). Bounds the KV cache.
+    pub batch_tokens: usize,
+    /// Patch budget of one vision encoder run (pages of one or more documents; a page larger
+    /// than the budget runs alone).
+    pub vision_patches: usize,
     /// Most page images in one extraction prompt; longer documents are extracted per page
     /// and merged ([`task::merge_pages`]).
     pub max_pages_per_prompt: usize,
@@ -231,18 +243,9 @@ pub fn run(
     });
 
     let vision = model.vision.take();
-    let vision = spawn_model_stage("vision", pre_rx, vis_tx, vision, |encoder, doc| {
-        encode_doc(encoder, doc)
-    });
+    let vision = vision_stage::spawn(pre_rx, vis_tx, vision, settings.vision_patches);
 
-    let gen_settings = settings.clone();
-    let generate = spawn_model_stage(
-        "generate",
-        vis_rx,
-        gen_tx,
-        Some(model),
-        move |model, doc| generate_doc(model, constraint.as_deref(), &gen_settings, doc),
-    );
+    let generate = generate_stage::spawn(vis_rx, gen_tx, model, constraint, settings.clone());
 
     let export_settings = settings.clone();
     let export_sources = sources.clone();
@@ -298,45 +301,6 @@ pub fn run(
         wall: started.elapsed(),
     };
     (summary, model)
-}
-
-/// A stage that owns a model part (`state`) and records time in model calls as inference.
-fn spawn_model_stage<S: Send + 'static>(
-    name: &str,
-    input: crossbeam_channel::Receiver<Doc>,
-    output: crossbeam_channel::Sender<Doc>,
-    mut state: Option<S>,
-    mut work: impl FnMut(&mut S, &mut Doc) + Send + 'static,
-) -> std::thread::JoinHandle<(StageReport, Option<S>)> {
-    let name = name.to_string();
-    std::thread::Builder::new()
-        .name(format!("stage-{name}"))
-        .spawn(move || {
-            let mut report = StageReport::new(&name, 1);
-            for mut doc in input.iter() {
-                let depth = input.len();
-                let t = Instant::now();
-                if doc.error.is_none() {
-                    match state.as_mut() {
-                        Some(s) => work(s, &mut doc),
-                        None => doc.fail(
-                            "model_incomplete",
-                            format!("the model directory has no {name} graph loaded"),
-                            None,
-                        ),
-                    }
-                }
-                let busy = t.elapsed();
-                report.record(busy, depth);
-                let model_ms = doc.timings_ms.get(&name).copied().unwrap_or(0.0);
-                report.inference += Duration::from_secs_f64(model_ms / 1e3).min(busy);
-                if output.send(doc).is_err() {
-                    break;
-                }
-            }
-            (report, state)
-        })
-        .expect("spawn model stage")
 }
 
 fn into_doc(loaded: LoadedDocument) -> Doc {
@@ -425,68 +389,10 @@ fn preprocess_doc(processor: &ImageProcessor, budget: Budget, doc: &mut Doc) {
     }
 }
 
-fn encode_doc(encoder: &mut VisionEncoder, doc: &mut Doc) {
-    let t = Instant::now();
-    let images: Vec<&ProcessedImage> = doc.pages.iter().filter_map(|p| p.image.as_ref()).collect();
-    match encoder.encode(&images) {
-        Ok(features) => {
-            let hidden = features.len()
-                / images
-                    .iter()
-                    .map(|i| i.num_soft_tokens)
-                    .sum::<usize>()
-                    .max(1);
-            let mut offset = 0;
-            for page in &mut doc.pages {
-                let n = page.image.as_ref().map_or(0, |i| i.num_soft_tokens) * hidden;
-                page.features = Some(features[offset..offset + n].to_vec());
-                offset += n;
-                // The pixels are not needed any more.
-                page.image = page.image.take().map(|mut i| {
-                    i.pixel_values = Vec::new();
-                    i
-                });
-            }
-        }
-        Err(e) => doc.fail("vision_failed", e.to_string(), None),
-    }
-    doc.timings_ms
-        .insert("vision".into(), t.elapsed().as_secs_f64() * 1e3);
-}
-
 /// One prompt: which pages it shows, and its tokens.
 struct Prompt {
     pages: Vec<usize>,
     input_ids: Vec<u32>,
-}
-
-fn generate_doc(
-    model: &mut Gemma4,
-    constraint: Option<&JsonConstraint>,
-    settings: &RunSettings,
-    doc: &mut Doc,
-) {
-    let t = Instant::now();
-    match prompts(model, settings, doc) {
-        Ok(prompts) => {
-            let mut outputs: Vec<Output> = Vec::with_capacity(prompts.len());
-            for chunk in prompts.chunks(settings.batch_size.max(1)) {
-                match generate_chunk(model, constraint, settings, doc, chunk) {
-                    Ok(mut out) => outputs.append(&mut out),
-                    Err(e) => {
-                        doc.fail("generation_failed", e, None);
-                        break;
-                    }
-                }
-            }
-            if doc.error.is_none() {
-                finish_doc(model, constraint, settings, doc, &prompts, outputs);
-            }
-        }
-        Err(e) => doc.fail("prompt_too_long", e, None),
-    }
-    doc.timings_ms
-        .insert("generate".into(), t.elapsed().as_secs_f64() * 1e3);
 }
 
 /// The prompts of a document: `extract` shows all pages in one prompt while they fit the page
@@ -592,67 +498,6 @@ fn fits(model: &Gemma4, settings: &RunSettings, input_ids: &[u32]) -> Result<(),
 
 /// Generated ids, the constraint's error if any, and whether the output is complete.
 type Output = (Vec<u32>, Option<String>, bool);
-
-fn generate_chunk(
-    model: &mut Gemma4,
-    constraint: Option<&JsonConstraint>,
-    settings: &RunSettings,
-    doc: &mut Doc,
-    chunk: &[Prompt],
-) -> Result<Vec<Output>, String> {
-    let mut requests = Vec::with_capacity(chunk.len());
-    for prompt in chunk {
-        let features: Vec<f32> = prompt
-            .pages
-            .iter()
-            .flat_map(|&i| doc.pages[i].features.iter().flatten().copied())
-            .collect();
-        doc.tokens.prompt += prompt.input_ids.len() as u64;
-        requests.push(Request {
-            input_ids: prompt.input_ids.clone(),
-            images: Vec::new(),
-            image_features: Some(features),
-        });
-    }
-    let mut processor = BatchProcessor::new(requests.len(), constraint, settings.loop_guard);
-    let opts = GenerateOptions {
-        max_new_tokens: settings.max_new_tokens,
-        sampling: settings.sampling,
-        stop_ids: None,
-        keep_prefill_logits: false,
-    };
-    let out = model
-        .generate(&requests, &opts, &mut processor)
-        .map_err(|e| e.to_string())?;
-    let mut outputs = Vec::with_capacity(chunk.len());
-    for ((generation, state), prompt) in out
-        .sequences
-        .into_iter()
-        .zip(processor.sequences)
-        .zip(chunk)
-    {
-        let mut ids = generation.generated_ids;
-        doc.tokens.generated += ids.len() as u64;
-        let first_page = prompt.pages[0] as u32;
-        let complete = match (&state.matcher, generation.finish_reason) {
-            (Some(m), _) => m.is_finished(),
-            (None, reason) => reason != FinishReason::Length,
-        };
-        if let Some(cut) = state.guard.as_ref().and_then(|g| g.cut_at()) {
-            ids.truncate(cut);
-            doc.pages[prompt.pages[0]].record.warnings.push(format!(
-                "output started repeating itself; cut after {cut} tokens"
-            ));
-        } else if state.matcher.is_none() && !complete {
-            doc.pages[first_page as usize].record.warnings.push(format!(
-                "output reached --max-new-tokens ({}) and may be incomplete",
-                settings.max_new_tokens
-            ));
-        }
-        outputs.push((ids, state.error, complete));
-    }
-    Ok(outputs)
-}
 
 fn finish_doc(
     model: &Gemma4,

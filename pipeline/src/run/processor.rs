@@ -1,9 +1,10 @@
-//! The per-batch logits processor of the generate stage: schema constraints for `extract`,
+//! The logits processor of the generate stage: schema constraints for `extract`,
 //! the loop guard for free text.
 
 use super::loop_guard::{LoopGuard, LoopGuardConfig};
 use quire_onnx::constrained::{JsonConstraint, SequenceMatcher};
 use quire_onnx::gemma4::LogitsProcessor;
+use std::collections::HashMap;
 
 /// One sequence's state.
 pub struct SequenceState {
@@ -13,34 +14,52 @@ pub struct SequenceState {
     pub error: Option<String>,
 }
 
-pub struct BatchProcessor {
-    pub sequences: Vec<SequenceState>,
+/// The states of the sequences in the decoder batch, by sequence id: a sequence's state is
+/// added when it is admitted and taken back when it finishes, whatever else joins or leaves.
+pub struct SequenceProcessor<'c> {
+    constraint: Option<&'c JsonConstraint>,
+    guard: LoopGuardConfig,
+    sequences: HashMap<usize, SequenceState>,
 }
 
-impl BatchProcessor {
+impl<'c> SequenceProcessor<'c> {
     /// `constraint`: every sequence follows it (extract); else every sequence has a loop guard.
-    pub fn new(batch: usize, constraint: Option<&JsonConstraint>, guard: LoopGuardConfig) -> Self {
-        let sequences = (0..batch)
-            .map(|_| match constraint {
-                Some(c) => SequenceState {
-                    matcher: Some(c.matcher()),
-                    guard: None,
-                    error: None,
-                },
-                None => SequenceState {
-                    matcher: None,
-                    guard: Some(LoopGuard::new(guard)),
-                    error: None,
-                },
-            })
-            .collect();
-        BatchProcessor { sequences }
+    pub fn new(constraint: Option<&'c JsonConstraint>, guard: LoopGuardConfig) -> Self {
+        SequenceProcessor {
+            constraint,
+            guard,
+            sequences: HashMap::new(),
+        }
+    }
+
+    /// A fresh state for sequence `id`.
+    pub fn start(&mut self, id: usize) {
+        let state = match self.constraint {
+            Some(c) => SequenceState {
+                matcher: Some(c.matcher()),
+                guard: None,
+                error: None,
+            },
+            None => SequenceState {
+                matcher: None,
+                guard: Some(LoopGuard::new(self.guard)),
+                error: None,
+            },
+        };
+        self.sequences.insert(id, state);
+    }
+
+    /// The state of a sequence that left the batch.
+    pub fn finish(&mut self, id: usize) -> Option<SequenceState> {
+        self.sequences.remove(&id)
     }
 }
 
-impl LogitsProcessor for BatchProcessor {
+impl LogitsProcessor for SequenceProcessor<'_> {
     fn process(&mut self, seq: usize, logits: &mut [f32]) {
-        let state = &mut self.sequences[seq];
+        let Some(state) = self.sequences.get_mut(&seq) else {
+            return;
+        };
         if let Some(matcher) = &mut state.matcher {
             if state.error.is_none() {
                 if let Err(e) = matcher.mask_logits(logits) {
@@ -51,7 +70,9 @@ impl LogitsProcessor for BatchProcessor {
     }
 
     fn on_token(&mut self, seq: usize, token: u32) -> bool {
-        let state = &mut self.sequences[seq];
+        let Some(state) = self.sequences.get_mut(&seq) else {
+            return false;
+        };
         if state.error.is_some() {
             return true;
         }

@@ -1,0 +1,349 @@
+//! The generate stage: one continuous decoder batch across documents. Documents are taken in
+//! while the batch has room (waiting for one only when idle), each prompt becomes a sequence,
+//! sequences join the batch as the token budget allows and leave it as they finish, and a
+//! document goes on as soon as all its prompts are done: memory is bounded by the budget, not
+//! by the number of documents, and documents may leave in another order than they came.
+
+use super::processor::{SequenceProcessor, SequenceState};
+use super::{finish_doc, prompts, Doc, Output, Prompt, RunSettings};
+use crate::stage::StageReport;
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use quire_onnx::constrained::JsonConstraint;
+use quire_onnx::gemma4::{
+    Admission, BatchFailure, BatchLimits, DecodeBatch, FinishReason, Finished, Gemma4,
+    GenerateOptions, Generation, NewSequence, Request,
+};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A document whose prompts are being generated.
+struct InFlight {
+    doc: Doc,
+    prompts: Vec<Prompt>,
+    outputs: Vec<Option<Output>>,
+    /// When the stage took it in: its `generate` time runs from here to its last sequence.
+    taken: Instant,
+}
+
+/// The stage's state besides the model: documents in flight, prompts not yet admitted, and
+/// which document each sequence in the batch belongs to.
+struct Scheduler<'c> {
+    settings: Arc<RunSettings>,
+    constraint: Option<&'c JsonConstraint>,
+    docs: HashMap<usize, InFlight>,
+    /// `(document key, prompt index)` in arrival order.
+    waiting: VecDeque<(usize, usize)>,
+    /// Sequence id → `(document key, prompt index)`.
+    owners: HashMap<usize, (usize, usize)>,
+    processor: SequenceProcessor<'c>,
+    next_doc: usize,
+    next_seq: usize,
+    /// Documents ready to go downstream.
+    done: Vec<Doc>,
+}
+
+pub(super) fn spawn(
+    input: Receiver<Doc>,
+    output: Sender<Doc>,
+    mut model: Gemma4,
+    constraint: Option<Arc<JsonConstraint>>,
+    settings: Arc<RunSettings>,
+) -> std::thread::JoinHandle<(StageReport, Option<Gemma4>)> {
+    std::thread::Builder::new()
+        .name("stage-generate".into())
+        .spawn(move || {
+            let report = run(&mut model, constraint.as_deref(), settings, input, output);
+            (report, Some(model))
+        })
+        .expect("spawn generate stage")
+}
+
+fn run(
+    model: &mut Gemma4,
+    constraint: Option<&JsonConstraint>,
+    settings: Arc<RunSettings>,
+    input: Receiver<Doc>,
+    output: Sender<Doc>,
+) -> StageReport {
+    let mut report = StageReport::new("generate", 1);
+    let opts = GenerateOptions {
+        max_new_tokens: settings.max_new_tokens,
+        sampling: settings.sampling,
+        stop_ids: None,
+        keep_prefill_logits: false,
+    };
+    let limits = BatchLimits {
+        max_rows: settings.batch_size.max(1),
+        max_tokens: settings.batch_tokens,
+    };
+    let mut batch = DecodeBatch::new(model, &opts, limits);
+    let mut s = Scheduler {
+        processor: SequenceProcessor::new(constraint, settings.loop_guard),
+        settings,
+        constraint,
+        docs: HashMap::new(),
+        waiting: VecDeque::new(),
+        owners: HashMap::new(),
+        next_doc: 0,
+        next_seq: 0,
+        done: Vec::new(),
+    };
+    let mut closed = false;
+    loop {
+        // Take documents in while their prompts could join: block only when idle.
+        while !closed && s.waiting.is_empty() && batch.fits(&[1]) {
+            let doc = if batch.is_empty() {
+                match input.recv() {
+                    Ok(doc) => doc,
+                    Err(_) => {
+                        closed = true;
+                        break;
+                    }
+                }
+            } else {
+                match input.try_recv() {
+                    Ok(doc) => doc,
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        closed = true;
+                        break;
+                    }
+                }
+            };
+            let depth = input.len();
+            let t = Instant::now();
+            s.take_in(model, doc);
+            report.record(t.elapsed(), depth);
+            // Documents that need no generation go on at once, not after the next wait.
+            if !send_all(&mut s.done, &output) {
+                return report;
+            }
+        }
+        let t = Instant::now();
+        let mut inference = Duration::ZERO;
+        if let Some(group) = s.next_group(&batch) {
+            let requests = s.requests(&group);
+            let seqs: Vec<NewSequence> = group
+                .iter()
+                .zip(&requests)
+                .map(|(&(id, prompt), request)| NewSequence {
+                    id,
+                    stream: prompt,
+                    request,
+                })
+                .collect();
+            let started = Instant::now();
+            let admitted = batch.admit(model, &seqs, &mut s.processor);
+            inference += started.elapsed();
+            match admitted {
+                Ok(Admission::Joined(done)) => s.route(model, done),
+                // The running batch must drain first: the group waits at the front.
+                Ok(Admission::Refused) => s.requeue(&group),
+                Err(failure) => s.fail(failure),
+            }
+        }
+        if !batch.is_empty() {
+            let started = Instant::now();
+            let stepped = batch.step(model, &mut s.processor);
+            inference += started.elapsed();
+            match stepped {
+                Ok(done) => s.route(model, done),
+                Err(failure) => s.fail(failure),
+            }
+        }
+        report.busy += t.elapsed();
+        report.inference += inference;
+        if !send_all(&mut s.done, &output) {
+            return report;
+        }
+        if closed && s.docs.is_empty() {
+            return report;
+        }
+    }
+}
+
+impl Scheduler<'_> {
+    /// Builds a document's prompts and queues them; a document that cannot be generated
+    /// goes straight on.
+    fn take_in(&mut self, model: &Gemma4, mut doc: Doc) {
+        let taken = Instant::now();
+        if doc.error.is_some() {
+            return self.done.push(doc);
+        }
+        let prompts = match prompts(model, &self.settings, &mut doc) {
+            Ok(p) => p,
+            Err(e) => {
+                doc.fail("prompt_too_long", e, None);
+                return self.done.push(doc);
+            }
+        };
+        let key = self.next_doc;
+        self.next_doc += 1;
+        self.waiting.extend((0..prompts.len()).map(|p| (key, p)));
+        let outputs = (0..prompts.len()).map(|_| None).collect();
+        self.docs.insert(
+            key,
+            InFlight {
+                doc,
+                prompts,
+                outputs,
+                taken,
+            },
+        );
+        // A document without prompts (none today) is done at once.
+        self.finish_if_done(model, key);
+    }
+
+    /// The waiting prompts, first come first served, that may join the batch together now:
+    /// `(sequence id, prompt index)`, their owners recorded and processor states started.
+    fn next_group(&mut self, batch: &DecodeBatch) -> Option<Vec<(usize, usize)>> {
+        let mut lens = Vec::new();
+        let mut group = Vec::new();
+        while let Some(&(key, p)) = self.waiting.front() {
+            lens.push(self.docs[&key].prompts[p].input_ids.len());
+            if !batch.fits(&lens) {
+                break;
+            }
+            self.waiting.pop_front();
+            let id = self.next_seq;
+            self.next_seq += 1;
+            self.owners.insert(id, (key, p));
+            self.processor.start(id);
+            group.push((id, p));
+        }
+        (!group.is_empty()).then_some(group)
+    }
+
+    /// Requests of a group, with the image features of their pages.
+    fn requests(&mut self, group: &[(usize, usize)]) -> Vec<Request<'static>> {
+        group
+            .iter()
+            .map(|&(id, p)| {
+                let (key, _) = self.owners[&id];
+                let flight = self.docs.get_mut(&key).expect("in flight");
+                let prompt = &flight.prompts[p];
+                flight.doc.tokens.prompt += prompt.input_ids.len() as u64;
+                let features: Vec<f32> = prompt
+                    .pages
+                    .iter()
+                    .flat_map(|&i| flight.doc.pages[i].features.iter().flatten().copied())
+                    .collect();
+                Request {
+                    input_ids: prompt.input_ids.clone(),
+                    images: Vec::new(),
+                    image_features: Some(features),
+                }
+            })
+            .collect()
+    }
+
+    /// Puts a refused group back at the front of the queue, in order.
+    fn requeue(&mut self, group: &[(usize, usize)]) {
+        for &(id, _) in group.iter().rev() {
+            self.processor.finish(id);
+            if let Some((key, p)) = self.owners.remove(&id) {
+                let flight = self.docs.get_mut(&key).expect("in flight");
+                flight.doc.tokens.prompt -= flight.prompts[p].input_ids.len() as u64;
+                self.waiting.push_front((key, p));
+            }
+        }
+    }
+
+    /// Hands finished sequences to their documents.
+    fn route(&mut self, model: &Gemma4, finished: Vec<Finished>) {
+        for Finished { id, generation } in finished {
+            let state = self.processor.finish(id);
+            // A sequence of a document that failed meanwhile has no owner left.
+            let Some((key, p)) = self.owners.remove(&id) else {
+                continue;
+            };
+            let Some(flight) = self.docs.get_mut(&key) else {
+                continue;
+            };
+            let state = state.expect("a started sequence has a state");
+            let out = finish_sequence(&self.settings, flight, p, generation, state);
+            flight.outputs[p] = Some(out);
+            self.finish_if_done(model, key);
+        }
+    }
+
+    /// Fails the documents of the sequences a model call took down; their other sequences are
+    /// dropped from the queue and ignored when they finish.
+    fn fail(&mut self, failure: BatchFailure) {
+        let message = failure.error.to_string();
+        for id in failure.ids {
+            self.processor.finish(id);
+            let Some((key, _)) = self.owners.remove(&id) else {
+                continue;
+            };
+            if let Some(mut flight) = self.docs.remove(&key) {
+                flight.doc.fail("generation_failed", message.clone(), None);
+                self.waiting.retain(|&(k, _)| k != key);
+                record_time(&mut flight);
+                self.done.push(flight.doc);
+            }
+        }
+    }
+
+    fn finish_if_done(&mut self, model: &Gemma4, key: usize) {
+        if !self.docs[&key].outputs.iter().all(Option::is_some) {
+            return;
+        }
+        let mut flight = self.docs.remove(&key).expect("in flight");
+        let outputs = flight.outputs.drain(..).flatten().collect();
+        finish_doc(
+            model,
+            self.constraint,
+            &self.settings,
+            &mut flight.doc,
+            &flight.prompts,
+            outputs,
+        );
+        record_time(&mut flight);
+        self.done.push(flight.doc);
+    }
+}
+
+/// Sends the finished documents on; false when the next stage is gone.
+fn send_all(done: &mut Vec<Doc>, output: &Sender<Doc>) -> bool {
+    done.drain(..).all(|doc| output.send(doc).is_ok())
+}
+
+fn record_time(flight: &mut InFlight) {
+    flight.doc.timings_ms.insert(
+        "generate".into(),
+        flight.taken.elapsed().as_secs_f64() * 1e3,
+    );
+}
+
+/// A finished sequence's output: loop-guard cut, warnings, token count.
+fn finish_sequence(
+    settings: &RunSettings,
+    flight: &mut InFlight,
+    p: usize,
+    generation: Generation,
+    state: SequenceState,
+) -> Output {
+    let doc = &mut flight.doc;
+    let prompt = &flight.prompts[p];
+    let mut ids = generation.generated_ids;
+    doc.tokens.generated += ids.len() as u64;
+    let first_page = prompt.pages[0];
+    let complete = match (&state.matcher, generation.finish_reason) {
+        (Some(m), _) => m.is_finished(),
+        (None, reason) => reason != FinishReason::Length,
+    };
+    if let Some(cut) = state.guard.as_ref().and_then(|g| g.cut_at()) {
+        ids.truncate(cut);
+        doc.pages[first_page].record.warnings.push(format!(
+            "output started repeating itself; cut after {cut} tokens"
+        ));
+    } else if state.matcher.is_none() && !complete {
+        doc.pages[first_page].record.warnings.push(format!(
+            "output reached --max-new-tokens ({}) and may be incomplete",
+            settings.max_new_tokens
+        ));
+    }
+    (ids, state.error, complete)
+}
