@@ -557,9 +557,17 @@ fn batching_across_documents_gives_the_unbatched_outputs() {
     let schema = root().join("samples/schemas/invoice.schema.json");
     let schema = schema.to_str().unwrap();
     // Token budgets that let a few rows share the batch but not every mix of prompt lengths.
-    for (task, small_budget) in [
-        (vec!["--task", "ocr", "--max-new-tokens", "24"], "400"),
-        (vec!["--schema", schema, "--max-new-tokens", "2048"], "8000"),
+    for (name, task, small_budget) in [
+        (
+            "ocr",
+            vec!["--task", "ocr", "--max-new-tokens", "24"],
+            "400",
+        ),
+        (
+            "extract",
+            vec!["--schema", schema, "--max-new-tokens", "2048"],
+            "8000",
+        ),
     ] {
         let mut outs = Vec::new();
         // Off (one page per vision run, one sequence per step), then small budgets that make
@@ -579,7 +587,7 @@ fn batching_across_documents_gives_the_unbatched_outputs() {
         .into_iter()
         .enumerate()
         {
-            let out = tmp.path().join(format!("{}-{i}", task[1]));
+            let out = tmp.path().join(format!("{name}-{i}"));
             let mut extra = task.clone();
             extra.extend(flags);
             let result = quire(&run_args(

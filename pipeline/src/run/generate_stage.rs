@@ -202,7 +202,7 @@ impl Scheduler<'_> {
         let mut group = Vec::new();
         while let Some(&(key, p)) = self.waiting.front() {
             lens.push(self.docs[&key].prompts[p].input_ids.len());
-            if !batch.fits(&lens) {
+            if !batch.fits(&lens) || too_much_padding(&lens) {
                 break;
             }
             self.waiting.pop_front();
@@ -303,6 +303,16 @@ impl Scheduler<'_> {
         record_time(&mut flight);
         self.done.push(flight.doc);
     }
+}
+
+/// A group is prefilled as one left-padded batch, and padding costs as much compute as real
+/// tokens: a prompt much longer or shorter than the group's waits for the next group (which
+/// joins after one decode step) rather than making every row pay the longest length.
+fn too_much_padding(lens: &[usize]) -> bool {
+    const MAX_PADDING: f64 = 0.25;
+    let real: usize = lens.iter().sum();
+    let padded = lens.len() * lens.iter().copied().max().unwrap_or(0);
+    lens.len() > 1 && padded as f64 > (1.0 + MAX_PADDING) * real as f64
 }
 
 /// Sends the finished documents on; false when the next stage is gone.
