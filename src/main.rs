@@ -85,12 +85,15 @@ fn main() -> ExitCode {
 /// glibc raises its mmap threshold each time a large block is freed, after which page-sized
 /// buffers (pixels, features, tensors) come from the heap and fragment it: peak memory then grew
 /// with the number of documents (95 → 209 MiB for 10 → 1,000, `benches/rss.py`). A fixed
-/// threshold keeps large buffers in mmap and memory flat. The PDF workers set their own.
+/// threshold stops that. It is fixed high (32 MiB, glibc's own ceiling) because the model's
+/// buffers (KV cache, logits, activations) are reused from the heap below it; at 256 KiB each was
+/// a fresh mapping, faulted in and unmapped on every decoder step, which halved throughput
+/// (`cargo bench --bench batching`). The PDF workers set their own.
 fn fix_mmap_threshold() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator parameters; called before any thread starts.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
     }
 }
 
