@@ -18,13 +18,23 @@ pub struct Ingest {
 
 /// Starts rendering `sources` with `opts`.
 pub fn ingest(sources: Vec<Source>, opts: PoolOptions) -> Ingest {
+    ingest_while(sources, opts, || true)
+}
+
+/// [`ingest`], starting each next document only while `keep_going()`: once it says no, the
+/// documents already started finish and the rest are never rendered.
+pub fn ingest_while(
+    sources: Vec<Source>,
+    opts: PoolOptions,
+    keep_going: impl Fn() -> bool + Send + 'static,
+) -> Ingest {
     let workers = opts.workers.max(1);
     let (source_tx, source_rx) = crossbeam_channel::bounded(workers);
     let (event_tx, events) = crossbeam_channel::bounded(workers * 2);
     let pool = Pool::spawn(opts, source_rx, event_tx);
     let feeder = std::thread::spawn(move || {
         for source in sources {
-            if source_tx.send(source).is_err() {
+            if !keep_going() || source_tx.send(source).is_err() {
                 break;
             }
         }

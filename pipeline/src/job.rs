@@ -19,6 +19,7 @@ use quire_onnx::constrained::JsonConstraint;
 use quire_onnx::gemma4::model_dir::{DtypeSelection, Graph, ModelDir};
 use quire_onnx::gemma4::Gemma4;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +64,8 @@ pub struct BatchOutcome {
     /// Documents not processed now: done before (their JSON is the record), out of retries, or
     /// unreadable.
     pub kept: Vec<(Source, DocumentRecord)>,
+    /// Documents never started because a stop came first.
+    pub abandoned: Vec<Source>,
     /// Among `kept`, those done before with the same settings.
     pub skipped_done: usize,
     /// Documents of other shards, or running in another live process.
@@ -125,6 +128,18 @@ impl Job {
     pub fn process(
         &mut self,
         sources: Vec<Source>,
+        on_event: impl FnMut(&Event),
+    ) -> Result<BatchOutcome, JobError> {
+        self.process_until(sources, Arc::new(AtomicBool::new(false)), on_event)
+    }
+
+    /// [`Job::process`], starting no further document once `stop` is set: those already
+    /// started finish; the others are released in the state store (not counted as an attempt)
+    /// and listed in [`BatchOutcome::abandoned`].
+    pub fn process_until(
+        &mut self,
+        sources: Vec<Source>,
+        stop: Arc<AtomicBool>,
         mut on_event: impl FnMut(&Event),
     ) -> Result<BatchOutcome, JobError> {
         let plan = self.plan(sources)?;
@@ -137,7 +152,9 @@ impl Job {
             "planned from the state store"
         );
         let sources = Arc::new(plan.process);
-        let events = crate::ingest(sources.to_vec(), self.options.pool.clone());
+        let events = crate::ingest_while(sources.to_vec(), self.options.pool.clone(), move || {
+            !stop.load(Ordering::SeqCst)
+        });
         let documents = Documents::new(events, &sources, plan.hashes.clone());
         let model = self.model.take().expect("no batch is running");
         let store = &self.store;
@@ -174,13 +191,24 @@ impl Job {
             observer,
         );
         self.model = Some(model);
-        let processed = sources
+        let processed: Vec<(Source, DocumentRecord)> = summary
+            .indices
             .iter()
-            .cloned()
+            .map(|&i| sources[i].clone())
             .zip(summary.records.iter().cloned())
             .collect();
+        let went_through: std::collections::HashSet<usize> =
+            summary.indices.iter().copied().collect();
+        let mut abandoned = Vec::new();
+        for (i, source) in sources.iter().enumerate() {
+            if !went_through.contains(&i) {
+                self.store.release(&self.key(&plan.hashes[i]))?;
+                abandoned.push(source.clone());
+            }
+        }
         Ok(BatchOutcome {
             processed,
+            abandoned,
             kept: plan.kept,
             skipped_done: plan.skipped_done,
             not_ours: plan.not_ours,

@@ -20,7 +20,7 @@ pub mod state;
 pub mod watch;
 
 pub use error::{DocError, ErrorKind};
-pub use ingest::{ingest, Ingest};
+pub use ingest::{ingest, ingest_while, Ingest};
 pub use page::Page;
 pub use render::pool::{Event, Finished, PoolOptions, WorkerCommand};
 pub use sources::{collect, Source};

@@ -239,6 +239,20 @@ impl StateStore {
         self.finish(key, DocState::Done, None, Some(pages))
     }
 
+    /// A document marked running that was never started (a stop came first): queued again,
+    /// the attempt not counted.
+    pub fn release(&self, key: &DocKey) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "UPDATE documents SET state = 'queued', attempts = MAX(attempts - 1, 0),
+                   pid = NULL, started_at = NULL
+                 WHERE content_sha256 = ?1 AND fingerprint = ?2 AND state = 'running'",
+                params![key.content_sha256, key.fingerprint],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
     pub fn mark_failed(&self, key: &DocKey, error: &str) -> Result<(), StateError> {
         self.finish(key, DocState::Failed, Some(error), None)
     }
@@ -505,5 +519,21 @@ mod tests {
         drop(store);
         let store = StateStore::open_existing(dir.path()).unwrap().unwrap();
         assert_eq!(store.state(&a).unwrap(), Some((DocState::Running, 1)));
+    }
+
+    #[test]
+    fn a_released_document_is_queued_without_counting_the_attempt() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let (a, b) = (key("a"), key("b"));
+        store.mark_running(&a, "a.pdf").unwrap();
+        store.release(&a).unwrap();
+        assert_eq!(store.state(&a).unwrap(), Some((DocState::Queued, 0)));
+        assert_eq!(store.plan(&a, 0).unwrap(), Plan::Process { attempt: 1 });
+        // Only a running document is released: a done one stays done.
+        store.mark_running(&b, "b.pdf").unwrap();
+        store.mark_done(&b, 1).unwrap();
+        store.release(&b).unwrap();
+        assert_eq!(store.state(&b).unwrap(), Some((DocState::Done, 1)));
     }
 }

@@ -3,8 +3,9 @@
 //!
 //! Loop: wait for stable files ([`Arrivals`]), process them as one batch with the job (the
 //! model stays loaded), move sources to `done/` or `failed/` when asked, update the metrics
-//! textfile. SIGINT/SIGTERM stop taking files; the batch in flight finishes and the exit is 0.
-//! A second signal exits at once: what was in flight is marked running and redone next start.
+//! textfile. SIGINT/SIGTERM stop taking files: documents already started finish, the rest of
+//! the batch is left (queued) for the next start, and the exit is 0. A second signal exits at
+//! once: what was in flight is marked running and redone next start.
 
 use super::run::{open_job, resolve, JobArgs};
 use anyhow::{bail, Context};
@@ -152,7 +153,7 @@ pub fn run(global: &super::Global, args: WatchArgs) -> anyhow::Result<u8> {
             metrics.documents_failed += 1;
             mover.finish(&error.path, &record, &mut arrivals);
         }
-        let batch = job.process(collected.sources, log_event)?;
+        let batch = job.process_until(collected.sources, stop.clone(), log_event)?;
         for (source, record) in &batch.processed {
             match record.error {
                 None => metrics.documents_done += 1,
@@ -164,6 +165,12 @@ pub fn run(global: &super::Global, args: WatchArgs) -> anyhow::Result<u8> {
         for (source, record) in &batch.kept {
             log_kept(source, record);
             mover.finish(&source.path, record, &mut arrivals);
+        }
+        if !batch.abandoned.is_empty() {
+            eprintln!(
+                "stopping: {} documents not started are left for the next start",
+                batch.abandoned.len()
+            );
         }
         let wall = started.elapsed().as_secs_f64();
         let pages = batch.summary.pages();

@@ -122,7 +122,10 @@ pub enum RunError {
 /// What a run did.
 #[derive(Debug)]
 pub struct RunSummary {
+    /// One per document that went through, in input order.
     pub records: Vec<DocumentRecord>,
+    /// The source index of each record.
+    pub indices: Vec<usize>,
     pub stages: Vec<StageReport>,
     pub wall: Duration,
 }
@@ -295,8 +298,10 @@ pub fn run(
     ];
     // Present records in input order, whatever order the stages finished them in.
     records.sort_by_key(|(index, _)| *index);
+    let (indices, records) = records.into_iter().unzip();
     let summary = RunSummary {
-        records: records.into_iter().map(|(_, r)| r).collect(),
+        records,
+        indices,
         stages,
         wall: started.elapsed(),
     };
