@@ -147,6 +147,30 @@ fn stop(mut child: Child, log: &Path) {
     assert!(text.contains("stopped:"), "{text}");
 }
 
+/// A watched folder, its output folder, the metrics file and one log per watch process.
+struct Folders {
+    _tmp: tempfile::TempDir,
+    input: PathBuf,
+    out: PathBuf,
+    metrics: PathBuf,
+    logs: [PathBuf; 2],
+}
+
+impl Folders {
+    fn new() -> Folders {
+        let tmp = tempfile::tempdir().unwrap();
+        let input = tmp.path().join("in");
+        std::fs::create_dir_all(&input).unwrap();
+        Folders {
+            input,
+            out: tmp.path().join("out"),
+            metrics: tmp.path().join("quire.prom"),
+            logs: [tmp.path().join("watch1.log"), tmp.path().join("watch2.log")],
+            _tmp: tmp,
+        }
+    }
+}
+
 fn metric(path: &Path, line_start: &str) -> f64 {
     let text = std::fs::read_to_string(path).unwrap();
     text.lines()
@@ -159,12 +183,13 @@ fn metric(path: &Path, line_start: &str) -> f64 {
 
 #[test]
 fn every_dropped_file_is_processed_exactly_once_and_only_when_complete() {
-    let tmp = tempfile::tempdir().unwrap();
-    let input = tmp.path().join("in");
-    let out = tmp.path().join("out");
-    std::fs::create_dir_all(&input).unwrap();
-    let metrics = tmp.path().join("quire.prom");
-    let logs = [tmp.path().join("watch1.log"), tmp.path().join("watch2.log")];
+    let Folders {
+        _tmp,
+        input,
+        out,
+        metrics,
+        logs,
+    } = Folders::new();
     let files: Vec<Vec<u8>> = (0..FILES).map(png).collect();
 
     let first = start_watch(&input, &out, &metrics, &logs[0]);
@@ -265,12 +290,13 @@ fn every_dropped_file_is_processed_exactly_once_and_only_when_complete() {
 #[test]
 fn a_stop_mid_batch_leaves_unstarted_documents_for_the_next_start() {
     const N: usize = 40;
-    let tmp = tempfile::tempdir().unwrap();
-    let input = tmp.path().join("in");
-    let out = tmp.path().join("out");
-    std::fs::create_dir_all(&input).unwrap();
-    let metrics = tmp.path().join("quire.prom");
-    let logs = [tmp.path().join("watch1.log"), tmp.path().join("watch2.log")];
+    let Folders {
+        _tmp,
+        input,
+        out,
+        metrics,
+        logs,
+    } = Folders::new();
     for index in 0..N {
         std::fs::write(input.join(name(index)), png(1000 + index)).unwrap();
     }

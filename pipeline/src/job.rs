@@ -253,13 +253,10 @@ impl Job {
                         plan.kept.push((source, record));
                         continue;
                     }
-                    if self.store.state(&self.key(&sha))?.map(|(s, _)| s)
-                        == Some(state::DocState::Running)
-                    {
-                        // Running in another live process: not ours to take.
-                        plan.not_ours += 1;
-                        continue;
-                    }
+                }
+                Plan::Busy => {
+                    plan.not_ours += 1;
+                    continue;
                 }
                 Plan::GiveUp { attempts, error } => {
                     let mut record =

@@ -65,6 +65,8 @@ impl DocState {
 pub enum Plan {
     /// Done before with the same fingerprint.
     Skip,
+    /// Running in another live process (another `quire` on the same output folder).
+    Busy,
     /// Process it; `attempt` counts from 1.
     Process { attempt: u32 },
     /// Failed `attempts` times already, `--retries` exhausted.
@@ -192,7 +194,7 @@ impl StateStore {
                 DocState::Running
                     if pid.is_some_and(|p| p as u32 != std::process::id() && alive(p)) =>
                 {
-                    Plan::Skip
+                    Plan::Busy
                 }
                 _ => Plan::Process {
                     attempt: attempts + 1,

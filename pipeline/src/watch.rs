@@ -103,7 +103,8 @@ impl Arrivals {
         }
     }
 
-    fn excluded(&self, path: &Path) -> bool {
+    /// Under an excluded folder, outside the root, or a temporary name anywhere on the way.
+    fn ignored(&self, path: &Path) -> bool {
         self.excluded.iter().any(|e| path.starts_with(e))
             || path.strip_prefix(&self.root).map_or(true, |rel| {
                 rel.components()
@@ -174,7 +175,7 @@ impl Arrivals {
     }
 
     fn observe(&mut self, path: PathBuf, renamed_into_place: bool) {
-        if self.excluded(&path) {
+        if self.ignored(&path) {
             return;
         }
         let Some(now) = stamp(&path) else {

@@ -14,6 +14,7 @@ use super::generate::{FinishReason, Gemma4, GenerateOptions, Generation, Request
 use super::image_processor::ProcessedImage;
 use super::sampling::{LogitsProcessor, Sampler};
 use super::tensors::stack_kv_left_padded;
+use std::borrow::Cow;
 use std::time::Instant;
 
 /// What a batch may hold.
@@ -397,12 +398,12 @@ pub(super) fn full_length(cache: &KvCache) -> bool {
     })
 }
 
-/// Image features per request: given ones as they are, the others from one vision run.
-fn image_features(
+/// Image features per request: given ones borrowed as they are, the others from one vision run.
+fn image_features<'r>(
     model: &mut Gemma4,
-    requests: &[&Request],
+    requests: &[&'r Request],
     timings: &mut Timings,
-) -> Result<Vec<Vec<f32>>, Error> {
+) -> Result<Vec<Cow<'r, [f32]>>, Error> {
     let hidden = model.config.text_config.hidden_size;
     let image_id = model.config.image_token_id;
     let t = Instant::now();
@@ -419,11 +420,11 @@ fn image_features(
     let mut features = Vec::with_capacity(requests.len());
     for (i, r) in requests.iter().enumerate() {
         let f = match &r.image_features {
-            Some(f) => f.clone(),
+            Some(f) => Cow::Borrowed(f.as_slice()),
             None => {
                 let n = r.images.iter().map(|i| i.num_soft_tokens).sum::<usize>() * hidden;
                 offset += n;
-                all[offset - n..offset].to_vec()
+                Cow::Owned(all[offset - n..offset].to_vec())
             }
         };
         let slots = r.input_ids.iter().filter(|&&t| t == image_id).count();
@@ -443,7 +444,7 @@ fn image_features(
 fn prefill(
     model: &mut Gemma4,
     requests: &[&Request],
-    features: &[Vec<f32>],
+    features: &[Cow<[f32]>],
 ) -> Result<(KvCache, Vec<f32>), Error> {
     if requests.iter().any(|r| r.input_ids.is_empty()) {
         return Err(Error::Invalid("empty prompt".into()));
