@@ -418,6 +418,7 @@ fn a_killed_run_resumes_to_identical_outputs_without_redoing_finished_documents(
 
     // Kill at several points of the run: while loading and rendering, while generating, while
     // writing outputs.
+    let mut finished_before_kills = 0;
     for (n, fraction) in [0.15, 0.4, 0.65, 0.9].into_iter().enumerate() {
         let out = tmp.path().join(format!("killed{n}"));
         let args = run_args(input.to_str().unwrap(), out.to_str().unwrap(), &extra);
@@ -431,7 +432,6 @@ fn a_killed_run_resumes_to_identical_outputs_without_redoing_finished_documents(
         child.wait().unwrap();
 
         // No partial file is visible: every output present parses completely.
-        let mut finished: Vec<(PathBuf, SystemTime)> = Vec::new();
         if out.is_dir() {
             for entry in std::fs::read_dir(&out).unwrap() {
                 let path = entry.unwrap().path();
@@ -441,10 +441,20 @@ fn a_killed_run_resumes_to_identical_outputs_without_redoing_finished_documents(
                 }
                 if name.ends_with(".json") {
                     read_json(&path);
-                    finished.push((path.clone(), path.metadata().unwrap().modified().unwrap()));
                 }
             }
         }
+        // Finished means marked done in the state store (outputs are written first, so a kill
+        // between the two leaves an output that is rightly redone, to the same bytes).
+        let finished: Vec<(PathBuf, SystemTime)> = done_sources(&out)
+            .into_iter()
+            .map(|source| {
+                let path = out.join(format!("{source}.json"));
+                let modified = path.metadata().unwrap().modified().unwrap();
+                (path, modified)
+            })
+            .collect();
+        finished_before_kills += finished.len();
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(quire(&args).status.code(), Some(0));
         assert_eq!(snapshot(&out), expected, "kill at {fraction} of the run");
@@ -457,6 +467,26 @@ fn a_killed_run_resumes_to_identical_outputs_without_redoing_finished_documents(
             );
         }
     }
+    assert!(
+        finished_before_kills > 0,
+        "no kill came after a finished document: the redo check checked nothing"
+    );
+}
+
+/// Sources marked done in the state store of `out` (none when it has no store yet).
+fn done_sources(out: &Path) -> Vec<String> {
+    let db = out.join(".quire/state.sqlite");
+    if !db.is_file() {
+        return Vec::new();
+    }
+    let db = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = db
+        .prepare("SELECT source FROM documents WHERE state = 'done'")
+        .unwrap();
+    stmt.query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
 }
 
 /// Documents done with one schema are skipped by a rerun with that schema (new ones processed);
