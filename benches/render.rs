@@ -1,7 +1,7 @@
 //! Rendering throughput: pages/s at budget 280 over samples/mixed50.pdf (50 A4 pages: text,
 //! tables, scanned images) with 1 and 2 PDFium worker processes.
 //!
-//! * `pipeline`: `quire_pipeline::ingest` only (render in the workers, pixels to the parent).
+//! * `pipeline`: `quire_pipeline::render::render` only (render in the workers, pixels to the parent).
 //! * `cli`: `quire render` end to end (plus PNG encoding and atomic writes of every page).
 //!
 //! Run with `cargo bench --bench render` (PDFium is provisioned on first use). Prints the median
@@ -18,8 +18,8 @@
 //! The CLI encodes PNGs on its main thread, which competes with the workers on 2 cores.
 
 use quire_onnx::gemma4::image_processor::Budget;
-use quire_pipeline::sniff::Format;
-use quire_pipeline::{Event, PoolOptions, Source, WorkerCommand};
+use quire_pipeline::sniff::InputFormat;
+use quire_pipeline::{PoolOptions, RenderEvent, Source, WorkerCommand};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -51,15 +51,15 @@ fn main() {
                 let source = Source {
                     path: pdf.clone(),
                     relative: "mixed50.pdf".into(),
-                    format: Format::Pdf,
+                    format: InputFormat::Pdf,
                 };
                 let started = Instant::now();
                 let mut pages = 0;
-                for event in quire_pipeline::ingest(vec![source], opts) {
+                for event in quire_pipeline::render::render(vec![source], opts) {
                     match event {
-                        Event::Page(_) => pages += 1,
-                        Event::Error(e) => panic!("{e}"),
-                        Event::Finished(_) => {}
+                        RenderEvent::Page(_) => pages += 1,
+                        RenderEvent::Error(e) => panic!("{e}"),
+                        RenderEvent::Finished(_) => {}
                     }
                 }
                 assert_eq!(pages, 50);

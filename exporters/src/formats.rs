@@ -260,7 +260,7 @@ mod tests {
             "b.pdf",
             None,
             Some(ErrorRecord {
-                kind: "pdf_corrupt".into(),
+                kind: crate::error_kind::ErrorKind::PdfCorrupt,
                 message: "not a PDF".into(),
                 page: None,
             }),

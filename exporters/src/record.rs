@@ -2,6 +2,7 @@
 //! Everything but `run` is a pure function of the inputs and settings, so a rerun writes the
 //! same bytes; `run` holds what differs between runs (timings).
 
+pub use crate::error_kind::ErrorKind;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -65,7 +66,7 @@ pub struct TokenCounts {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ErrorRecord {
     /// A stable machine-readable kind: `pdf_encrypted`, `pdf_corrupt`, `worker_crashed`, ...
-    pub kind: String,
+    pub kind: ErrorKind,
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub page: Option<u32>,

@@ -1,78 +1,9 @@
 //! Per-document (and per-page) error records: a bad input is a record, never a crashed batch.
 
+pub use quire_exporters::error_kind::ErrorKind;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::PathBuf;
-
-/// What went wrong, as a stable machine-readable kind (`snake_case` in JSON).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorKind {
-    /// The input path does not exist.
-    NotFound,
-    /// The file or folder could not be read (permissions, I/O error, symlink loop).
-    Io,
-    /// A file of zero bytes.
-    EmptyFile,
-    /// Not a PDF, PNG, JPEG, TIFF or WebP by its content.
-    UnsupportedFormat,
-    /// PDFium could not parse the file (truncated, damaged, not really a PDF).
-    PdfCorrupt,
-    /// The PDF is encrypted and no password was given.
-    PdfEncrypted,
-    /// The PDF is encrypted and the given password is wrong.
-    PdfWrongPassword,
-    /// The PDF parses but has no pages.
-    PdfNoPages,
-    /// PDFium could not load or render one page.
-    PageFailed,
-    /// The page or image has a size the resize rule cannot handle (zero, negative, not finite).
-    BadPageSize,
-    /// The image decoder rejected the file (corrupt, truncated, unsupported variant).
-    ImageCorrupt,
-    /// The image is larger than the decoder limits allow (decompression bomb guard).
-    ImageTooLarge,
-    /// The PDFium worker process died (crash, abort, out of memory) on this document.
-    WorkerCrashed,
-    /// The PDFium worker took longer than the per-page timeout and was killed.
-    WorkerTimeout,
-    /// The PDFium worker could not be started or PDFium could not be loaded.
-    WorkerFailed,
-    /// Two inputs would write the same output files.
-    DuplicateOutput,
-    /// Writing the outputs failed.
-    Output,
-}
-
-impl ErrorKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::NotFound => "not_found",
-            ErrorKind::Io => "io",
-            ErrorKind::EmptyFile => "empty_file",
-            ErrorKind::UnsupportedFormat => "unsupported_format",
-            ErrorKind::PdfCorrupt => "pdf_corrupt",
-            ErrorKind::PdfEncrypted => "pdf_encrypted",
-            ErrorKind::PdfWrongPassword => "pdf_wrong_password",
-            ErrorKind::PdfNoPages => "pdf_no_pages",
-            ErrorKind::PageFailed => "page_failed",
-            ErrorKind::BadPageSize => "bad_page_size",
-            ErrorKind::ImageCorrupt => "image_corrupt",
-            ErrorKind::ImageTooLarge => "image_too_large",
-            ErrorKind::WorkerCrashed => "worker_crashed",
-            ErrorKind::WorkerTimeout => "worker_timeout",
-            ErrorKind::WorkerFailed => "worker_failed",
-            ErrorKind::DuplicateOutput => "duplicate_output",
-            ErrorKind::Output => "output",
-        }
-    }
-}
-
-impl fmt::Display for ErrorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// A failed document, or one failed page of it (`page` set). Serializes as
 /// `{"path": ..., "kind": ..., "message": ..., "page": ...}`.
@@ -106,7 +37,7 @@ impl DocError {
     /// The record the exporters write into a document's JSON.
     pub fn to_record(&self) -> quire_exporters::record::ErrorRecord {
         quire_exporters::record::ErrorRecord {
-            kind: self.kind.as_str().to_string(),
+            kind: self.kind,
             message: self.message.clone(),
             page: self.page,
         }

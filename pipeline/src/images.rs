@@ -2,7 +2,7 @@
 //! and resized to exactly what the Gemma 4 image processor would produce.
 
 use crate::error::{DocError, ErrorKind};
-use crate::sniff::Format;
+use crate::sniff::InputFormat;
 use image::{DynamicImage, ImageDecoder, RgbImage, RgbaImage};
 use quire_onnx::gemma4::image_processor::{resize_bicubic, Budget, ResizeRule, Rgb8, TooThin};
 use std::io::BufReader;
@@ -79,17 +79,17 @@ pub fn to_rgb(img: DynamicImage) -> RgbImage {
 /// and hands each to `page(index, image)` as soon as it is decoded.
 pub fn decode_pages(
     path: &Path,
-    format: Format,
+    format: InputFormat,
     limits: &ImageLimits,
     mut page: impl FnMut(u32, RgbImage),
 ) -> Result<u32, DocError> {
     match format {
-        Format::Tiff => decode_tiff(path, limits, page),
-        Format::Png | Format::Jpeg | Format::Webp => {
+        InputFormat::Tiff => decode_tiff(path, limits, page),
+        InputFormat::Png | InputFormat::Jpeg | InputFormat::Webp => {
             page(0, decode_single(path, format, limits)?);
             Ok(1)
         }
-        Format::Pdf => Err(DocError::new(
+        InputFormat::Pdf => Err(DocError::new(
             path,
             ErrorKind::UnsupportedFormat,
             "a PDF is not an image",
@@ -97,11 +97,15 @@ pub fn decode_pages(
     }
 }
 
-fn decode_single(path: &Path, format: Format, limits: &ImageLimits) -> Result<RgbImage, DocError> {
+fn decode_single(
+    path: &Path,
+    format: InputFormat,
+    limits: &ImageLimits,
+) -> Result<RgbImage, DocError> {
     let image_format = match format {
-        Format::Png => image::ImageFormat::Png,
-        Format::Jpeg => image::ImageFormat::Jpeg,
-        Format::Webp => image::ImageFormat::WebP,
+        InputFormat::Png => image::ImageFormat::Png,
+        InputFormat::Jpeg => image::ImageFormat::Jpeg,
+        InputFormat::Webp => image::ImageFormat::WebP,
         _ => unreachable!("decode_single is for single-image formats"),
     };
     let file = std::fs::File::open(path).map_err(|e| crate::error::io_error(path, &e))?;
@@ -345,7 +349,8 @@ mod tests {
             max_pixels: 100_000,
             ..ImageLimits::default()
         };
-        let err = decode_pages(&path, Format::Png, &limits, |_, _| panic!("decoded")).unwrap_err();
+        let err =
+            decode_pages(&path, InputFormat::Png, &limits, |_, _| panic!("decoded")).unwrap_err();
         assert_eq!(err.kind, ErrorKind::ImageTooLarge);
         assert_eq!(err.path, path);
     }
@@ -363,9 +368,12 @@ mod tests {
                 .unwrap();
         }
         let mut got = vec![];
-        let n = decode_pages(&path, Format::Tiff, &ImageLimits::default(), |i, img| {
-            got.push((i, img.dimensions(), *img.get_pixel(0, 0)))
-        })
+        let n = decode_pages(
+            &path,
+            InputFormat::Tiff,
+            &ImageLimits::default(),
+            |i, img| got.push((i, img.dimensions(), *img.get_pixel(0, 0))),
+        )
         .unwrap();
         assert_eq!(n, 2);
         assert_eq!(
@@ -386,7 +394,8 @@ mod tests {
             .unwrap();
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
-        let err = decode_pages(&path, Format::Png, &ImageLimits::default(), |_, _| {}).unwrap_err();
+        let err =
+            decode_pages(&path, InputFormat::Png, &ImageLimits::default(), |_, _| {}).unwrap_err();
         assert_eq!(err.kind, ErrorKind::ImageCorrupt, "{err}");
         assert_eq!(err.path, path);
     }

@@ -6,15 +6,15 @@
 //! `retries`, redo what a dead process left running), marked running, processed, its outputs
 //! written atomically, and only then marked done or failed.
 
-use crate::render::pool::PoolOptions;
-use crate::run::documents::Documents;
-use crate::run::{Event, RunSettings, RunSummary};
+use crate::render::PoolOptions;
+use crate::run::render::Documents;
+use crate::run::{DocumentDone, RunSettings, RunSummary};
 use crate::shard::Shard;
 use crate::sources::Source;
 use crate::state::{self, DocKey, Plan, StateError, StateStore};
-use crate::DocError;
+use crate::{record, DocError};
 use quire_exporters::formats::Exporter;
-use quire_exporters::record::{DocumentRecord, ErrorRecord, Settings};
+use quire_exporters::record::{DocumentRecord, ErrorKind, ErrorRecord};
 use quire_onnx::constrained::JsonConstraint;
 use quire_onnx::gemma4::model_dir::{DtypeSelection, Graph, ModelDir};
 use quire_onnx::gemma4::Gemma4;
@@ -128,7 +128,7 @@ impl Job {
     pub fn process(
         &mut self,
         sources: Vec<Source>,
-        on_event: impl FnMut(&Event),
+        on_event: impl FnMut(&DocumentDone),
     ) -> Result<BatchOutcome, JobError> {
         self.process_until(sources, Arc::new(AtomicBool::new(false)), on_event)
     }
@@ -140,7 +140,7 @@ impl Job {
         &mut self,
         sources: Vec<Source>,
         stop: Arc<AtomicBool>,
-        mut on_event: impl FnMut(&Event),
+        mut on_event: impl FnMut(&DocumentDone),
     ) -> Result<BatchOutcome, JobError> {
         let plan = self.plan(sources)?;
         for (source, sha) in plan.process.iter().zip(&plan.hashes) {
@@ -152,16 +152,17 @@ impl Job {
             "planned from the state store"
         );
         let sources = Arc::new(plan.process);
-        let events = crate::ingest_while(sources.to_vec(), self.options.pool.clone(), move || {
-            !stop.load(Ordering::SeqCst)
-        });
+        let events =
+            crate::render::render_while(sources.to_vec(), self.options.pool.clone(), move || {
+                !stop.load(Ordering::SeqCst)
+            });
         let documents = Documents::new(events, &sources, plan.hashes.clone());
         let model = self.model.take().expect("no batch is running");
         let store = &self.store;
         let fingerprint = &self.fingerprint;
         let hashes = &plan.hashes;
-        let observer = |event: Event| {
-            let Event::DocumentDone {
+        let observer = |event: DocumentDone| {
+            let DocumentDone {
                 index,
                 error,
                 pages,
@@ -259,15 +260,16 @@ impl Job {
                     continue;
                 }
                 Plan::GiveUp { attempts, error } => {
-                    let mut record =
-                        self.error_record(&DocError::new(&source.path, crate::ErrorKind::Io, ""));
-                    record.source = display(&source);
-                    record.content_sha256 = sha;
-                    record.error = Some(ErrorRecord {
-                        kind: "retries_exhausted".into(),
-                        message: format!("failed {attempts} times, last: {error}"),
-                        page: None,
-                    });
+                    let record = record::failed_before_run(
+                        &self.settings,
+                        display(&source),
+                        sha,
+                        ErrorRecord {
+                            kind: ErrorKind::RetriesExhausted,
+                            message: format!("failed {attempts} times, last: {error}"),
+                            page: None,
+                        },
+                    );
                     plan.kept.push((source, record));
                     continue;
                 }
@@ -292,28 +294,12 @@ impl Job {
 
     /// The record of an input that could not even be read.
     pub fn error_record(&self, error: &DocError) -> DocumentRecord {
-        let s = &self.settings;
-        DocumentRecord {
-            source: error.path.display().to_string(),
-            content_sha256: String::new(),
-            page_count: 0,
-            task: s.task.name().into(),
-            settings: Settings {
-                model: s.model_id.clone(),
-                dtype: s.dtype.clone(),
-                budget: s.budget.soft_tokens(),
-                execution_provider: String::new(),
-                schema: None,
-                fingerprint: self.fingerprint.clone(),
-            },
-            data: None,
-            text: None,
-            pages: Vec::new(),
-            tokens: Default::default(),
-            warnings: Vec::new(),
-            error: Some(error.to_record()),
-            run: Default::default(),
-        }
+        record::failed_before_run(
+            &self.settings,
+            error.path.display().to_string(),
+            String::new(),
+            error.to_record(),
+        )
     }
 }
 

@@ -1,18 +1,23 @@
-//! quire's document pipeline: sources, PDF rendering in worker processes, images, stages.
+//! quire's document pipeline: sources, rendering in worker processes, the stages of `quire run`,
+//! jobs and their state. See `docs/ARCHITECTURE.md`.
 //!
 //! * [`sources::collect`]: files and folders → [`sources::Source`]s (sniffed, deterministic).
-//! * [`ingest::ingest`]: sources → [`render::pool::Event`]s ([`page::Page`]s at the model's
+//! * [`render::render`]: sources → [`render::RenderEvent`]s ([`page::Page`]s at the model's
 //!   pixel size, [`error::DocError`] records, one `Finished` per document).
-//! * [`images::resize_for_budget`]: the one resize for the model.
+//! * [`run::run`]: the stages (render → preprocess → vision → generate → export) over a batch.
+//! * [`job::Job`]: plans a batch against the state store, runs it, marks each document.
+//! * [`record`]: the document records, built in one place.
 
 pub mod error;
 pub mod images;
-pub mod ingest;
 pub mod job;
+pub mod merge;
 pub mod page;
 pub mod pdfium;
+pub mod record;
 pub mod render;
 pub mod run;
+pub mod shard;
 pub mod sniff;
 pub mod sources;
 pub mod stage;
@@ -20,9 +25,6 @@ pub mod state;
 pub mod watch;
 
 pub use error::{DocError, ErrorKind};
-pub use ingest::{ingest, ingest_while, Ingest};
 pub use page::Page;
-pub use render::pool::{Event, Finished, PoolOptions, WorkerCommand};
+pub use render::{PoolOptions, RenderEvent, RenderedDocument, WorkerCommand};
 pub use sources::{collect, Source};
-pub mod merge;
-pub mod shard;

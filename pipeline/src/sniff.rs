@@ -5,7 +5,7 @@ use std::path::Path;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Format {
+pub enum InputFormat {
     Pdf,
     Png,
     Jpeg,
@@ -13,20 +13,20 @@ pub enum Format {
     Webp,
 }
 
-impl Format {
+impl InputFormat {
     pub fn is_image(self) -> bool {
-        self != Format::Pdf
+        self != InputFormat::Pdf
     }
 
     /// The format a file name's extension claims, if it is one quire reads.
-    pub fn from_extension(path: &Path) -> Option<Format> {
+    pub fn from_extension(path: &Path) -> Option<InputFormat> {
         let ext = path.extension()?.to_str()?.to_ascii_lowercase();
         Some(match ext.as_str() {
-            "pdf" => Format::Pdf,
-            "png" => Format::Png,
-            "jpg" | "jpeg" | "jpe" => Format::Jpeg,
-            "tif" | "tiff" => Format::Tiff,
-            "webp" => Format::Webp,
+            "pdf" => InputFormat::Pdf,
+            "png" => InputFormat::Png,
+            "jpg" | "jpeg" | "jpe" => InputFormat::Jpeg,
+            "tif" | "tiff" => InputFormat::Tiff,
+            "webp" => InputFormat::Webp,
             _ => return None,
         })
     }
@@ -37,17 +37,17 @@ impl Format {
 pub const SNIFF_LEN: usize = 1024;
 
 /// The format of a file that starts with `head`.
-pub fn sniff(head: &[u8]) -> Option<Format> {
+pub fn sniff(head: &[u8]) -> Option<InputFormat> {
     if head.starts_with(b"\x89PNG\r\n\x1a\n") {
-        Some(Format::Png)
+        Some(InputFormat::Png)
     } else if head.starts_with(b"\xff\xd8\xff") {
-        Some(Format::Jpeg)
+        Some(InputFormat::Jpeg)
     } else if head.starts_with(b"II*\0") || head.starts_with(b"MM\0*") {
-        Some(Format::Tiff)
+        Some(InputFormat::Tiff)
     } else if head.len() >= 12 && &head[0..4] == b"RIFF" && &head[8..12] == b"WEBP" {
-        Some(Format::Webp)
+        Some(InputFormat::Webp)
     } else if find(&head[..head.len().min(SNIFF_LEN)], b"%PDF-").is_some() {
-        Some(Format::Pdf)
+        Some(InputFormat::Pdf)
     } else {
         None
     }
@@ -56,7 +56,7 @@ pub fn sniff(head: &[u8]) -> Option<Format> {
 /// What [`sniff_file`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sniffed {
-    Known(Format),
+    Known(InputFormat),
     Empty,
     Unknown,
 }
@@ -84,13 +84,13 @@ mod tests {
 
     #[test]
     fn magic_bytes() {
-        assert_eq!(sniff(b"%PDF-1.7\n"), Some(Format::Pdf));
-        assert_eq!(sniff(b"junk before\n%PDF-1.4"), Some(Format::Pdf));
-        assert_eq!(sniff(b"\x89PNG\r\n\x1a\n...."), Some(Format::Png));
-        assert_eq!(sniff(b"\xff\xd8\xff\xe0"), Some(Format::Jpeg));
-        assert_eq!(sniff(b"II*\0\x08\0\0\0"), Some(Format::Tiff));
-        assert_eq!(sniff(b"MM\0*\0\0\0\x08"), Some(Format::Tiff));
-        assert_eq!(sniff(b"RIFF\0\0\0\0WEBPVP8 "), Some(Format::Webp));
+        assert_eq!(sniff(b"%PDF-1.7\n"), Some(InputFormat::Pdf));
+        assert_eq!(sniff(b"junk before\n%PDF-1.4"), Some(InputFormat::Pdf));
+        assert_eq!(sniff(b"\x89PNG\r\n\x1a\n...."), Some(InputFormat::Png));
+        assert_eq!(sniff(b"\xff\xd8\xff\xe0"), Some(InputFormat::Jpeg));
+        assert_eq!(sniff(b"II*\0\x08\0\0\0"), Some(InputFormat::Tiff));
+        assert_eq!(sniff(b"MM\0*\0\0\0\x08"), Some(InputFormat::Tiff));
+        assert_eq!(sniff(b"RIFF\0\0\0\0WEBPVP8 "), Some(InputFormat::Webp));
         assert_eq!(sniff(b"hello world"), None);
         assert_eq!(sniff(b"RIFF\0\0\0\0WAVE"), None);
     }
@@ -105,14 +105,14 @@ mod tests {
     #[test]
     fn extensions() {
         assert_eq!(
-            Format::from_extension(Path::new("a/B.PDF")),
-            Some(Format::Pdf)
+            InputFormat::from_extension(Path::new("a/B.PDF")),
+            Some(InputFormat::Pdf)
         );
         assert_eq!(
-            Format::from_extension(Path::new("x.jpeg")),
-            Some(Format::Jpeg)
+            InputFormat::from_extension(Path::new("x.jpeg")),
+            Some(InputFormat::Jpeg)
         );
-        assert_eq!(Format::from_extension(Path::new("x.txt")), None);
-        assert_eq!(Format::from_extension(Path::new("noext")), None);
+        assert_eq!(InputFormat::from_extension(Path::new("x.txt")), None);
+        assert_eq!(InputFormat::from_extension(Path::new("noext")), None);
     }
 }

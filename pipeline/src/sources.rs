@@ -3,7 +3,7 @@
 //! detected and reported, never walked forever.
 
 use crate::error::{io_error, DocError, ErrorKind};
-use crate::sniff::{sniff_file, Format, Sniffed};
+use crate::sniff::{sniff_file, InputFormat, Sniffed};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -15,7 +15,7 @@ pub struct Source {
     /// Its path relative to the input root it was found under: the file name for a file given
     /// directly, the path below the folder for a walked file. Outputs mirror this under `--out`.
     pub relative: PathBuf,
-    pub format: Format,
+    pub format: InputFormat,
 }
 
 /// What [`collect`] found.
@@ -113,7 +113,7 @@ fn walk(root: &Path, exclude: &[PathBuf], out: &mut Collected) {
 }
 
 fn classify(path: PathBuf, relative: PathBuf, explicit: bool, out: &mut Collected) {
-    let claimed = Format::from_extension(&path);
+    let claimed = InputFormat::from_extension(&path);
     match sniff_file(&path) {
         Err(e) => out.errors.push(io_error(&path, &e)),
         Ok(Sniffed::Known(format)) => out.sources.push(Source {
@@ -134,7 +134,7 @@ fn classify(path: PathBuf, relative: PathBuf, explicit: bool, out: &mut Collecte
                 ),
                 None => "not a PDF, PNG, JPEG, TIFF or WebP file (by its content)".to_string(),
             };
-            let kind = if claimed == Some(Format::Pdf) {
+            let kind = if claimed == Some(InputFormat::Pdf) {
                 ErrorKind::PdfCorrupt
             } else {
                 ErrorKind::UnsupportedFormat
@@ -145,13 +145,13 @@ fn classify(path: PathBuf, relative: PathBuf, explicit: bool, out: &mut Collecte
     }
 }
 
-pub fn format_name(f: Format) -> &'static str {
+pub fn format_name(f: InputFormat) -> &'static str {
     match f {
-        Format::Pdf => "PDF",
-        Format::Png => "PNG",
-        Format::Jpeg => "JPEG",
-        Format::Tiff => "TIFF",
-        Format::Webp => "WebP",
+        InputFormat::Pdf => "PDF",
+        InputFormat::Png => "PNG",
+        InputFormat::Jpeg => "JPEG",
+        InputFormat::Tiff => "TIFF",
+        InputFormat::Webp => "WebP",
     }
 }
 
@@ -209,7 +209,7 @@ mod tests {
             rel,
             [PathBuf::from("a/y.dat"), "a/z.png".into(), "b.pdf".into()]
         );
-        assert_eq!(got.sources[0].format, Format::Pdf);
+        assert_eq!(got.sources[0].format, InputFormat::Pdf);
         assert_eq!(got.skipped, [root.join("notes.txt")]);
         let kinds: Vec<_> = got
             .errors

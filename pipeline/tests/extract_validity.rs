@@ -7,8 +7,9 @@ use quire_exporters::formats::{Exporter, Format};
 use quire_onnx::gemma4::{Budget, Gemma4, LoadOptions, Rgb8, Sampling};
 use quire_onnx::provision::Provisioner;
 use quire_pipeline::run::task::Task;
-use quire_pipeline::run::{compile_constraint, run, LoadedDocument, LoadedPage, RunSettings};
-use quire_pipeline::sniff::Format as InputFormat;
+use quire_pipeline::run::{compile_constraint, run, Document, RunSettings};
+use quire_pipeline::sniff::InputFormat;
+use quire_pipeline::Page;
 use quire_pipeline::Source;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -96,16 +97,21 @@ fn every_extraction_is_schema_valid() {
                 })
                 .collect(),
         );
-        let documents = (0..DOCUMENTS).map(|i| LoadedDocument {
-            index: i,
-            content_sha256: format!("{i:064}"),
-            pages: Ok(vec![LoadedPage {
-                image: image(i as u64, 64 + (i as u32 % 5) * 16, 48 + (i as u32 % 3) * 16),
-                points: None,
+        let documents = (0..DOCUMENTS).map(|i| {
+            let pixels = image(i as u64, 64 + (i as u32 % 5) * 16, 48 + (i as u32 % 3) * 16);
+            let page = Page {
+                source: PathBuf::from(format!("doc{i:03}.png")),
+                relative: PathBuf::from(format!("doc{i:03}.png")),
+                page_index: 0,
+                page_count: Some(1),
+                image: image::RgbImage::from_raw(pixels.width, pixels.height, pixels.data)
+                    .expect("RGB pixels"),
                 original_px: None,
+                points: None,
                 text_layer: None,
-            }]),
-            render_ms: 0.0,
+                render_ms: 0.0,
+            };
+            Document::rendered(i, format!("{i:064}"), Ok(vec![page]), 0.0)
         });
         let settings = RunSettings {
             task: Task::Extract {

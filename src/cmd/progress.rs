@@ -2,7 +2,7 @@
 //! otherwise (CI logs, systemd journals).
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use quire_pipeline::run::Event;
+use quire_pipeline::run::DocumentDone;
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -32,7 +32,7 @@ impl Progress {
     }
 
     /// A callback for the pipeline's events.
-    pub fn observer(&self) -> impl Fn(Event) + Send + 'static {
+    pub fn observer(&self) -> impl Fn(DocumentDone) + Send + 'static {
         let bar = self.bar.clone();
         let total = self.total;
         let unit = self.unit;
@@ -40,14 +40,15 @@ impl Progress {
         let pages = Arc::new(AtomicU64::new(0));
         let tokens = Arc::new(AtomicU64::new(0));
         let started = Instant::now();
-        move |event| match event {
-            Event::DocumentDone {
+        move |event| {
+            let DocumentDone {
                 source,
                 pages: n,
                 generated_tokens,
                 error,
                 ..
-            } => {
+            } = event;
+            {
                 let failed = error.is_some();
                 let d = done.fetch_add(1, Ordering::Relaxed) + 1;
                 let p = pages.fetch_add(n as u64, Ordering::Relaxed) + n as u64;

@@ -8,7 +8,7 @@ use quire_exporters::atomic::{write_atomic, AtomicFile, DEFAULT_MODE};
 use quire_exporters::layout::{display_relative, output_path, prepare_parent};
 use quire_onnx::gemma4::image_processor::{Budget, ResizeRule};
 use quire_pipeline::images::ImageLimits;
-use quire_pipeline::{DocError, ErrorKind, Event, Page, PoolOptions, WorkerCommand};
+use quire_pipeline::{DocError, ErrorKind, Page, PoolOptions, RenderEvent, WorkerCommand};
 use serde_json::json;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -74,7 +74,7 @@ pub fn run(global: &super::Global, args: RenderArgs) -> anyhow::Result<u8> {
     let worker = if collected
         .sources
         .iter()
-        .any(|s| s.format == quire_pipeline::sniff::Format::Pdf)
+        .any(|s| s.format == quire_pipeline::sniff::InputFormat::Pdf)
     {
         let pdfium = global
             .provisioner()
@@ -108,21 +108,21 @@ pub fn run(global: &super::Global, args: RenderArgs) -> anyhow::Result<u8> {
     opts.image_limits.max_pixels = args.max_pixels;
     let rule = opts.rule;
 
-    for event in quire_pipeline::ingest(collected.sources, opts) {
+    for event in quire_pipeline::render::render(collected.sources, opts) {
         match event {
-            Event::Page(page) => match write_page(&args.out, &page, &rule) {
+            RenderEvent::Page(page) => match write_page(&args.out, &page, &rule) {
                 Ok(line) => {
                     writeln!(jsonl, "{line}")?;
                     tally.pages += 1;
                 }
                 Err(message) => {
-                    let error = DocError::new(&page.source, ErrorKind::Output, message)
+                    let error = DocError::new(&page.source, ErrorKind::OutputFailed, message)
                         .on_page(Some(page.page_index));
                     tally.error(&mut jsonl, &error, &progress)?;
                 }
             },
-            Event::Error(error) => tally.error(&mut jsonl, &error, &progress)?,
-            Event::Finished(_) => {
+            RenderEvent::Error(error) => tally.error(&mut jsonl, &error, &progress)?,
+            RenderEvent::Finished(_) => {
                 tally.documents += 1;
                 progress.inc(1);
             }

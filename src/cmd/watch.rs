@@ -12,7 +12,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use quire_exporters::formats::Format;
 use quire_exporters::record::DocumentRecord;
-use quire_pipeline::run::Event;
+use quire_pipeline::run::DocumentDone;
 use quire_pipeline::sources::{collect_files, Source};
 use quire_pipeline::watch::{Arrivals, Metrics};
 use std::path::{Path, PathBuf};
@@ -204,8 +204,8 @@ fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
     Ok(stop)
 }
 
-fn log_event(event: &Event) {
-    let Event::DocumentDone {
+fn log_event(event: &DocumentDone) {
+    let DocumentDone {
         source,
         pages,
         error,

@@ -1,45 +1,23 @@
-//! The parent side: a pool of slots, each owning at most one PDFium worker process (started on
-//! its first PDF, restarted after a crash or a timeout). Slots take documents from a channel and
-//! send [`Event`]s: pages, error records and one `Finished` per document. Images are decoded in
-//! the slot's own thread (no PDFium involved).
+//! The scheduling of rendering: a pool of slots, each owning at most one PDFium worker process
+//! (started on its first PDF, restarted after a crash or a timeout; see [`super::process`]).
+//! Slots take documents from a channel, split long PDFs into page ranges when asked, and send
+//! [`RenderEvent`]s: pages, error records and one `Finished` per document. Images are decoded
+//! in the slot's own thread (no PDFium involved).
 
-use super::protocol::{read_frame, FrameError, Job, Reply};
+use super::process::{Received, StartError, WorkerCommand, WorkerProcess};
+use super::protocol::{RenderJob, Reply};
 use crate::error::{DocError, ErrorKind};
 use crate::images::{decode_pages, into_budget_size, ImageLimits};
 use crate::page::Page;
-use crate::sniff::Format;
+use crate::sniff::InputFormat;
 use crate::sources::Source;
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, Sender};
 use quire_onnx::gemma4::image_processor::{Budget, ResizeRule};
-use std::ffi::OsString;
-use std::io::{BufReader, Write};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-
-/// How to start a worker: normally the running `quire` binary with `pdf-worker --pdfium LIB`.
-#[derive(Debug, Clone)]
-pub struct WorkerCommand {
-    pub program: PathBuf,
-    pub args: Vec<OsString>,
-}
-
-impl WorkerCommand {
-    /// `program pdf-worker --pdfium <library>`.
-    pub fn quire(program: PathBuf, pdfium_library: &std::path::Path) -> Self {
-        WorkerCommand {
-            program,
-            args: vec![
-                "pdf-worker".into(),
-                "--pdfium".into(),
-                pdfium_library.as_os_str().to_owned(),
-            ],
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct PoolOptions {
@@ -88,17 +66,17 @@ impl PoolOptions {
 
 /// What the pool reports.
 #[derive(Debug)]
-pub enum Event {
+pub enum RenderEvent {
     Page(Page),
     /// A document, or one page of it, failed.
     Error(DocError),
     /// A document is done: after all its pages and errors (pages of a PDF split across
     /// workers, see `PoolOptions::split_long_documents`, may arrive out of page order).
-    Finished(Finished),
+    Finished(RenderedDocument),
 }
 
 #[derive(Debug, Clone)]
-pub struct Finished {
+pub struct RenderedDocument {
     pub source: PathBuf,
     pub relative: PathBuf,
     /// Pages delivered.
@@ -115,7 +93,11 @@ pub struct Pool {
 impl Pool {
     /// Starts `opts.workers` slots reading `sources` and writing `events`. The pool ends when
     /// `sources` is closed and drained (or `events` is dropped).
-    pub fn spawn(opts: PoolOptions, sources: Receiver<Source>, events: Sender<Event>) -> Pool {
+    pub fn spawn(
+        opts: PoolOptions,
+        sources: Receiver<Source>,
+        events: Sender<RenderEvent>,
+    ) -> Pool {
         let (split_tx, split_rx) = crossbeam_channel::unbounded();
         let shared = Arc::new(Shared {
             opts,
@@ -132,7 +114,7 @@ impl Pool {
                 .name("quire-render-dispatch".into())
                 .spawn(move || {
                     for source in sources {
-                        let splits = source.format == Format::Pdf && shared.opts.splits();
+                        let splits = source.format == InputFormat::Pdf && shared.opts.splits();
                         if splits {
                             shared.opening.fetch_add(1, Ordering::SeqCst);
                         }
@@ -218,12 +200,12 @@ enum Work {
 
 struct Slot {
     shared: Arc<Shared>,
-    events: Sender<Event>,
-    worker: Option<Worker>,
+    events: Sender<RenderEvent>,
+    worker: Option<WorkerProcess>,
 }
 
 impl Slot {
-    fn new(shared: Arc<Shared>, events: Sender<Event>) -> Self {
+    fn new(shared: Arc<Shared>, events: Sender<RenderEvent>) -> Self {
         Slot {
             shared,
             events,
@@ -265,7 +247,7 @@ impl Slot {
         let mut sources_open = true;
         while let Some(work) = self.next_work(&sources, &mut sources_open) {
             let result = match work {
-                Work::New(source) if source.format == Format::Pdf => {
+                Work::New(source) if source.format == InputFormat::Pdf => {
                     // Counted in `opening` by the dispatcher.
                     let split = self.shared.opts.splits();
                     let doc = Arc::new(DocShared {
@@ -284,7 +266,7 @@ impl Slot {
                 Work::New(source) => {
                     let mut tally = Tally::default();
                     self.image(&source, &mut tally).and_then(|()| {
-                        self.send(Event::Finished(Finished {
+                        self.send(RenderEvent::Finished(RenderedDocument {
                             source: source.path.clone(),
                             relative: source.relative.clone(),
                             pages: tally.pages,
@@ -316,7 +298,7 @@ impl Slot {
         doc.errors.fetch_add(tally.errors, Ordering::SeqCst);
         result?;
         if doc.outstanding.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.send(Event::Finished(Finished {
+            self.send(RenderEvent::Finished(RenderedDocument {
                 source: doc.source.path.clone(),
                 relative: doc.source.relative.clone(),
                 pages: doc.pages.load(Ordering::SeqCst),
@@ -350,13 +332,13 @@ impl Slot {
         self.shared.opening.fetch_sub(1, Ordering::SeqCst);
     }
 
-    fn send(&self, event: Event) -> Result<(), Stopped> {
+    fn send(&self, event: RenderEvent) -> Result<(), Stopped> {
         self.events.send(event).map_err(|_| Stopped)
     }
 
     fn error(&self, tally: &mut Tally, error: DocError) -> Result<(), Stopped> {
         tally.errors += 1;
-        self.send(Event::Error(error))
+        self.send(RenderEvent::Error(error))
     }
 
     fn image(&mut self, source: &Source, tally: &mut Tally) -> Result<(), Stopped> {
@@ -364,7 +346,7 @@ impl Slot {
         let opts = &shared.opts;
         let mut stopped = false;
         let mut started = Instant::now();
-        let single = source.format != Format::Tiff;
+        let single = source.format != InputFormat::Tiff;
         let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             decode_pages(
                 &source.path,
@@ -378,7 +360,7 @@ impl Slot {
                     let event = match into_budget_size(img, opts.budget, &opts.rule) {
                         Ok(image) => {
                             tally.pages += 1;
-                            Event::Page(Page {
+                            RenderEvent::Page(Page {
                                 source: source.path.clone(),
                                 relative: source.relative.clone(),
                                 page_index: index,
@@ -392,7 +374,7 @@ impl Slot {
                         }
                         Err(e) => {
                             tally.errors += 1;
-                            Event::Error(
+                            RenderEvent::Error(
                                 DocError::new(&source.path, ErrorKind::BadPageSize, e.to_string())
                                     .on_page(Some(index)),
                             )
@@ -433,14 +415,14 @@ impl Slot {
                 Some(w) => w,
                 None => match self.start_worker() {
                     Ok(w) => w,
-                    Err(message) => {
-                        return self
-                            .error(tally, DocError::new(path, ErrorKind::WorkerFailed, message));
+                    Err(e) => {
+                        let error = DocError::new(path, ErrorKind::WorkerFailed, e.to_string());
+                        return self.error(tally, error);
                     }
                 },
             };
             let mut worker = worker;
-            let job = Job {
+            let job = RenderJob {
                 path: path.clone(),
                 password: self.shared.opts.password.clone(),
                 budget: self.shared.opts.budget,
@@ -477,7 +459,7 @@ impl Slot {
                                 ));
                             };
                             tally.pages += 1;
-                            self.send(Event::Page(Page {
+                            self.send(RenderEvent::Page(Page {
                                 source: path.clone(),
                                 relative: source.relative.clone(),
                                 page_index: index,
@@ -565,180 +547,13 @@ impl Slot {
         }
     }
 
-    fn start_worker(&self) -> Result<Worker, String> {
+    fn start_worker(&self) -> Result<WorkerProcess, StartError> {
         let command = self
             .shared
             .opts
             .worker
             .as_ref()
-            .ok_or_else(|| "PDFium is not available (run `quire setup`)".to_string())?;
-        Worker::start(command, self.shared.opts.start_timeout)
-    }
-}
-
-enum Received {
-    Frame(Reply, Vec<u8>),
-    Timeout,
-    Died(String),
-}
-
-/// One worker process and the thread reading its frames.
-struct Worker {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    frames: Receiver<Result<(Reply, Vec<u8>), FrameError>>,
-    reader: Option<JoinHandle<()>>,
-}
-
-impl Worker {
-    fn start(command: &WorkerCommand, timeout: Duration) -> Result<Worker, String> {
-        let mut child = Command::new(&command.program);
-        // Its own process group: a Ctrl-C meant for quire (which then finishes its work in
-        // flight) does not kill the workers under it. It exits when its stdin closes.
-        std::os::unix::process::CommandExt::process_group(&mut child, 0);
-        let mut child = child
-            .args(&command.args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| {
-                format!(
-                    "cannot start the PDF worker {}: {e}",
-                    command.program.display()
-                )
-            })?;
-        let stdout = child.stdout.take().expect("piped");
-        let stdin = child.stdin.take();
-        let (tx, frames) = crossbeam_channel::bounded(1);
-        let reader = std::thread::Builder::new()
-            .name("quire-worker-reader".into())
-            .spawn(move || {
-                let mut stdout = BufReader::with_capacity(1 << 20, stdout);
-                loop {
-                    let frame = read_frame(&mut stdout);
-                    let end = frame.is_err();
-                    if tx.send(frame).is_err() || end {
-                        break;
-                    }
-                }
-            })
-            .map_err(|e| format!("cannot start a reader thread: {e}"))?;
-        let mut worker = Worker {
-            child,
-            stdin,
-            frames,
-            reader: Some(reader),
-        };
-        match worker.recv(timeout) {
-            Received::Frame(Reply::Ready, _) => Ok(worker),
-            Received::Frame(Reply::Fatal { message }, _) => {
-                worker.kill();
-                Err(message)
-            }
-            Received::Frame(other, _) => Err(worker.died(&format!("sent {other:?} first"))),
-            Received::Timeout => {
-                worker.kill();
-                Err(format!(
-                    "the PDF worker did not start within {} s",
-                    timeout.as_secs_f64()
-                ))
-            }
-            Received::Died(why) => Err(worker.died(&why)),
-        }
-    }
-
-    fn send(&mut self, job: &Job) -> std::io::Result<()> {
-        let stdin = self
-            .stdin
-            .as_mut()
-            .ok_or_else(|| std::io::Error::other("worker stdin closed"))?;
-        let mut line = serde_json::to_vec(job).map_err(std::io::Error::other)?;
-        line.push(b'\n');
-        stdin.write_all(&line)?;
-        stdin.flush()
-    }
-
-    fn recv(&self, timeout: Duration) -> Received {
-        match self.frames.recv_timeout(timeout) {
-            Ok(Ok((reply, payload))) => Received::Frame(reply, payload),
-            Ok(Err(FrameError::Eof)) => Received::Died("its output ended".into()),
-            Ok(Err(e)) => Received::Died(e.to_string()),
-            Err(RecvTimeoutError::Timeout) => Received::Timeout,
-            Err(RecvTimeoutError::Disconnected) => Received::Died("its output ended".into()),
-        }
-    }
-
-    /// Kills the process (SIGKILL) and reaps it.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.stdin = None;
-        if let Some(reader) = self.reader.take() {
-            let _ = reader.join();
-        }
-    }
-
-    /// Makes sure the process is gone and describes how it ended.
-    fn died(&mut self, why: &str) -> String {
-        // It usually is dead already (EOF); give it a moment to be reaped, then kill.
-        let deadline = Instant::now() + Duration::from_millis(500);
-        let status = loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) => break Some(status),
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(10))
-                }
-                _ => break None,
-            }
-        };
-        self.kill();
-        let how = status.map_or_else(|| "killed".to_string(), describe_exit);
-        format!("the PDFium worker died on this document ({how}; {why})")
-    }
-
-    /// Closes stdin so the worker exits on its own; kills it if it does not within a second.
-    fn shutdown(mut self) {
-        self.stdin = None;
-        let deadline = Instant::now() + Duration::from_secs(1);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        self.kill();
-    }
-}
-
-impl Drop for Worker {
-    /// A worker dropped in the middle of a job (the consumer went away) is killed and reaped.
-    fn drop(&mut self) {
-        if self.reader.is_some() {
-            self.kill();
-        }
-    }
-}
-
-fn describe_exit(status: std::process::ExitStatus) -> String {
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::ExitStatusExt;
-        if let Some(signal) = status.signal() {
-            let name = match signal {
-                libc::SIGABRT => " (SIGABRT)",
-                libc::SIGSEGV => " (SIGSEGV)",
-                libc::SIGKILL => " (SIGKILL, out of memory?)",
-                libc::SIGBUS => " (SIGBUS)",
-                libc::SIGILL => " (SIGILL)",
-                libc::SIGFPE => " (SIGFPE)",
-                _ => "",
-            };
-            return format!("killed by signal {signal}{name}");
-        }
-    }
-    match status.code() {
-        Some(code) => format!("exit status {code}"),
-        None => "ended".to_string(),
+            .ok_or(StartError::NoPdfium)?;
+        WorkerProcess::start(command, self.shared.opts.start_timeout)
     }
 }

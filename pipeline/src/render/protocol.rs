@@ -1,6 +1,6 @@
 //! The parent ↔ PDFium worker protocol.
 //!
-//! * Parent → worker, on the worker's stdin: one [`Job`] per line, as JSON.
+//! * Parent → worker, on the worker's stdin: one [`RenderJob`] per line, as JSON.
 //! * Worker → parent, on its stdout: frames of `u32 LE header length`, `u64 LE payload length`,
 //!   the header ([`Reply`] as JSON), then the payload (raw RGB8 rows for [`Reply::Page`], empty
 //!   otherwise). The first frame is [`Reply::Ready`] (or [`Reply::Fatal`]); each job ends with
@@ -19,7 +19,7 @@ pub const MAX_PAYLOAD: u64 = 256 << 20;
 
 /// Render pages `start_page..end_page` of `path`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Job {
+pub struct RenderJob {
     pub path: PathBuf,
     #[serde(default)]
     pub password: Option<String>,
@@ -155,7 +155,7 @@ mod tests {
 
     #[test]
     fn job_json() {
-        let job: Job = serde_json::from_str(r#"{"path":"a.pdf","budget":280}"#).unwrap();
+        let job: RenderJob = serde_json::from_str(r#"{"path":"a.pdf","budget":280}"#).unwrap();
         assert_eq!(job.budget.soft_tokens(), 280);
         assert_eq!(job.start_page, 0);
         assert!(job.password.is_none());

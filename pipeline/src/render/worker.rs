@@ -6,7 +6,7 @@
 //! contains `QUIRE_TEST_CRASH_ON` makes the worker `abort()` before each page, one whose path
 //! contains `QUIRE_TEST_HANG_ON` makes it sleep forever.
 
-use super::protocol::{write_frame, Job, Reply};
+use super::protocol::{write_frame, RenderJob, Reply};
 use crate::error::ErrorKind;
 use pdfium_render::prelude::*;
 use quire_onnx::gemma4::image_processor::ResizeRule;
@@ -39,7 +39,7 @@ pub fn serve(
         if line.trim().is_empty() {
             continue;
         }
-        let job: Job = serde_json::from_str(&line).map_err(std::io::Error::other)?;
+        let job: RenderJob = serde_json::from_str(&line).map_err(std::io::Error::other)?;
         renderer.job(&pdfium, &job, &mut out)?;
         write_frame(&mut out, &Reply::Done, &[])?;
     }
@@ -68,7 +68,12 @@ struct Renderer {
 }
 
 impl Renderer {
-    fn job(&mut self, pdfium: &Pdfium, job: &Job, out: &mut impl Write) -> std::io::Result<()> {
+    fn job(
+        &mut self,
+        pdfium: &Pdfium,
+        job: &RenderJob,
+        out: &mut impl Write,
+    ) -> std::io::Result<()> {
         let doc = match pdfium.load_pdf_from_file(&job.path, job.password.as_deref()) {
             Ok(doc) => doc,
             Err(e) => {
@@ -120,7 +125,7 @@ impl Renderer {
         &mut self,
         pages: &PdfPages,
         index: u32,
-        job: &Job,
+        job: &RenderJob,
         rule: &ResizeRule,
     ) -> Result<Rendered, (ErrorKind, String)> {
         let page = pages.get(index as i32).map_err(|e| {

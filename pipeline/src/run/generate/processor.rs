@@ -2,9 +2,43 @@
 //! the loop guard for free text.
 
 use super::loop_guard::{LoopGuard, LoopGuardConfig};
-use quire_onnx::constrained::{JsonConstraint, SequenceMatcher};
-use quire_onnx::gemma4::LogitsProcessor;
+use quire_onnx::constrained::{
+    BoundOptions, ConstraintError, ConstraintTokenizer, JsonConstraint, SchemaError,
+    SequenceMatcher,
+};
+use quire_onnx::gemma4::{Gemma4, LogitsProcessor};
+use serde_json::Value;
 use std::collections::HashMap;
+
+/// Why an `extract` schema cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error("unsupported schema: {0}")]
+    Schema(#[from] SchemaError),
+    #[error("tokenizer for constrained decoding: {0}")]
+    Tokenizer(#[source] ConstraintError),
+}
+
+/// The schema constraint of an `extract` run, compiled before any document is touched: an
+/// unsupported schema is an error here, naming the keyword.
+pub fn compile_constraint(
+    model: &Gemma4,
+    schema: &Value,
+    max_new_tokens: usize,
+) -> Result<JsonConstraint, CompileError> {
+    let vocab = model.decoder.vocab;
+    let tokenizer = ConstraintTokenizer::from_file(
+        model.dir.root.join("tokenizer.json"),
+        &model.stop_ids,
+        Some(vocab),
+    )
+    .map_err(CompileError::Tokenizer)?;
+    Ok(JsonConstraint::new(
+        &tokenizer,
+        schema,
+        &BoundOptions::new(max_new_tokens),
+    )?)
+}
 
 /// One sequence's state.
 pub struct SequenceState {

@@ -1,13 +1,18 @@
-//! The render stage's output as whole documents: the pool's events (pages of several documents
-//! interleaved, error records, one `Finished` per document) grouped per document.
+//! The render stage: the rendering pool's events (pages of several documents interleaved, error
+//! records, one `Finished` per document) grouped into [`Document`]s, handed on as each one
+//! finishes. The pool itself (PDFium worker processes, image decoding) is [`crate::render`].
 
-use super::{LoadedDocument, LoadedPage};
-use crate::render::pool::Event;
+use super::document::Document;
+use crate::page::Page;
+use crate::render::RenderEvent;
 use crate::sources::Source;
+use crate::stage::StageReport;
 use crate::DocError;
-use quire_onnx::gemma4::Rgb8;
+use crossbeam_channel::Sender;
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 /// Groups `events` into documents; `sources` is the list the events were rendered from and
 /// `content_sha256[i]` the hash of `sources[i]`.
@@ -20,12 +25,12 @@ pub struct Documents<I> {
 
 #[derive(Default)]
 struct Partial {
-    pages: Vec<LoadedPage>,
+    pages: Vec<Page>,
     error: Option<DocError>,
     render_ms: f64,
 }
 
-impl<I: Iterator<Item = Event>> Documents<I> {
+impl<I: Iterator<Item = RenderEvent>> Documents<I> {
     pub fn new(events: I, sources: &[Source], content_sha256: Vec<String>) -> Self {
         Documents {
             events,
@@ -40,31 +45,21 @@ impl<I: Iterator<Item = Event>> Documents<I> {
     }
 }
 
-impl<I: Iterator<Item = Event>> Iterator for Documents<I> {
-    type Item = LoadedDocument;
+impl<I: Iterator<Item = RenderEvent>> Iterator for Documents<I> {
+    type Item = Document;
 
-    fn next(&mut self) -> Option<LoadedDocument> {
+    fn next(&mut self) -> Option<Document> {
         loop {
             match self.events.next()? {
-                Event::Page(page) => {
+                RenderEvent::Page(page) => {
                     let Some(&i) = self.index.get(&page.source) else {
                         continue;
                     };
                     let partial = self.partial.entry(i).or_default();
                     partial.render_ms += page.render_ms;
-                    let (width, height) = page.image.dimensions();
-                    partial.pages.push(LoadedPage {
-                        image: Rgb8 {
-                            width,
-                            height,
-                            data: page.image.into_raw(),
-                        },
-                        points: page.points,
-                        original_px: page.original_px,
-                        text_layer: page.text_layer,
-                    });
+                    partial.pages.push(page);
                 }
-                Event::Error(error) => {
+                RenderEvent::Error(error) => {
                     if let Some(&i) = self.index.get(&error.path) {
                         // The first error names the document's failure; a document with a
                         // failed page is not extracted from the others alone.
@@ -75,22 +70,43 @@ impl<I: Iterator<Item = Event>> Iterator for Documents<I> {
                             .get_or_insert(error);
                     }
                 }
-                Event::Finished(finished) => {
+                RenderEvent::Finished(finished) => {
                     let Some(&i) = self.index.get(&finished.source) else {
                         continue;
                     };
                     let partial = self.partial.remove(&i).unwrap_or_default();
-                    return Some(LoadedDocument {
-                        index: i,
-                        content_sha256: self.content_sha256.get(i).cloned().unwrap_or_default(),
-                        pages: match partial.error {
+                    return Some(Document::rendered(
+                        i,
+                        self.content_sha256.get(i).cloned().unwrap_or_default(),
+                        match partial.error {
                             Some(e) => Err(e.to_record()),
                             None => Ok(partial.pages),
                         },
-                        render_ms: partial.render_ms,
-                    });
+                        partial.render_ms,
+                    ));
                 }
             }
         }
     }
+}
+
+/// Drains `documents` (whose iterator runs the rendering pool) into `output`.
+pub(super) fn spawn(
+    documents: impl Iterator<Item = Document> + Send + 'static,
+    output: Sender<Document>,
+) -> JoinHandle<StageReport> {
+    std::thread::Builder::new()
+        .name("stage-render".into())
+        .spawn(move || {
+            let mut report = StageReport::new("render", 1);
+            for doc in documents {
+                let busy = doc.timings_ms.get("render").copied().unwrap_or(0.0);
+                report.record(Duration::from_secs_f64(busy / 1000.0), 0);
+                if output.send(doc).is_err() {
+                    break;
+                }
+            }
+            report
+        })
+        .expect("spawn render stage")
 }

@@ -4,14 +4,26 @@
 //! document goes on as soon as all its prompts are done: memory is bounded by the budget, not
 //! by the number of documents, and documents may leave in another order than they came.
 
-use super::processor::{SequenceProcessor, SequenceState};
-use super::{finish_doc, prompts, Doc, Output, Prompt, RunSettings};
+mod loop_guard;
+mod outputs;
+mod processor;
+mod prompts;
+
+pub use loop_guard::LoopGuardConfig;
+pub use processor::{compile_constraint, CompileError};
+
+use super::document::Document;
+use super::RunSettings;
 use crate::stage::StageReport;
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use outputs::{finish_doc, finish_sequence, Output};
+use processor::SequenceProcessor;
+use prompts::{prompts, Prompt};
+use quire_exporters::record::ErrorKind;
 use quire_onnx::constrained::JsonConstraint;
 use quire_onnx::gemma4::{
-    Admission, BatchFailure, BatchLimits, DecodeBatch, FinishReason, Finished, Gemma4,
-    GenerateOptions, Generation, NewSequence, Request,
+    Admission, BatchFailure, BatchLimits, DecodeBatch, Finished, Gemma4, GenerateOptions,
+    NewSequence, Request,
 };
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -19,7 +31,7 @@ use std::time::{Duration, Instant};
 
 /// A document whose prompts are being generated.
 struct InFlight {
-    doc: Doc,
+    doc: Document,
     prompts: Vec<Prompt>,
     outputs: Vec<Option<Output>>,
     /// When the stage took it in: its `generate` time runs from here to its last sequence.
@@ -40,12 +52,12 @@ struct Scheduler<'c> {
     next_doc: usize,
     next_seq: usize,
     /// Documents ready to go downstream.
-    done: Vec<Doc>,
+    done: Vec<Document>,
 }
 
 pub(super) fn spawn(
-    input: Receiver<Doc>,
-    output: Sender<Doc>,
+    input: Receiver<Document>,
+    output: Sender<Document>,
     mut model: Gemma4,
     constraint: Option<Arc<JsonConstraint>>,
     settings: Arc<RunSettings>,
@@ -63,8 +75,8 @@ fn run(
     model: &mut Gemma4,
     constraint: Option<&JsonConstraint>,
     settings: Arc<RunSettings>,
-    input: Receiver<Doc>,
-    output: Sender<Doc>,
+    input: Receiver<Document>,
+    output: Sender<Document>,
 ) -> StageReport {
     let mut report = StageReport::new("generate", 1);
     let opts = GenerateOptions {
@@ -166,7 +178,7 @@ fn run(
 impl Scheduler<'_> {
     /// Builds a document's prompts and queues them; a document that cannot be generated
     /// goes straight on.
-    fn take_in(&mut self, model: &Gemma4, mut doc: Doc) {
+    fn take_in(&mut self, model: &Gemma4, mut doc: Document) {
         let taken = Instant::now();
         if doc.error.is_some() {
             return self.done.push(doc);
@@ -174,7 +186,7 @@ impl Scheduler<'_> {
         let prompts = match prompts(model, &self.settings, &mut doc) {
             Ok(p) => p,
             Err(e) => {
-                doc.fail("prompt_too_long", e, None);
+                doc.fail(ErrorKind::PromptTooLong, e.to_string(), None);
                 return self.done.push(doc);
             }
         };
@@ -262,7 +274,13 @@ impl Scheduler<'_> {
                 continue;
             };
             let state = state.expect("a started sequence has a state");
-            let out = finish_sequence(&self.settings, flight, p, generation, state);
+            let out = finish_sequence(
+                &self.settings,
+                &mut flight.doc,
+                &flight.prompts[p],
+                generation,
+                state,
+            );
             flight.outputs[p] = Some(out);
             self.finish_if_done(model, key);
         }
@@ -278,7 +296,9 @@ impl Scheduler<'_> {
                 continue;
             };
             if let Some(mut flight) = self.docs.remove(&key) {
-                flight.doc.fail("generation_failed", message.clone(), None);
+                flight
+                    .doc
+                    .fail(ErrorKind::GenerationFailed, message.clone(), None);
                 self.waiting.retain(|&(k, _)| k != key);
                 record_time(&mut flight);
                 self.done.push(flight.doc);
@@ -316,7 +336,7 @@ fn too_much_padding(lens: &[usize]) -> bool {
 }
 
 /// Sends the finished documents on; false when the next stage is gone.
-fn send_all(done: &mut Vec<Doc>, output: &Sender<Doc>) -> bool {
+fn send_all(done: &mut Vec<Document>, output: &Sender<Document>) -> bool {
     done.drain(..).all(|doc| output.send(doc).is_ok())
 }
 
@@ -325,35 +345,4 @@ fn record_time(flight: &mut InFlight) {
         "generate".into(),
         flight.taken.elapsed().as_secs_f64() * 1e3,
     );
-}
-
-/// A finished sequence's output: loop-guard cut, warnings, token count.
-fn finish_sequence(
-    settings: &RunSettings,
-    flight: &mut InFlight,
-    p: usize,
-    generation: Generation,
-    state: SequenceState,
-) -> Output {
-    let doc = &mut flight.doc;
-    let prompt = &flight.prompts[p];
-    let mut ids = generation.generated_ids;
-    doc.tokens.generated += ids.len() as u64;
-    let first_page = prompt.pages[0];
-    let complete = match (&state.matcher, generation.finish_reason) {
-        (Some(m), _) => m.is_finished(),
-        (None, reason) => reason != FinishReason::Length,
-    };
-    if let Some(cut) = state.guard.as_ref().and_then(|g| g.cut_at()) {
-        ids.truncate(cut);
-        doc.pages[first_page].record.warnings.push(format!(
-            "output started repeating itself; cut after {cut} tokens"
-        ));
-    } else if state.matcher.is_none() && !complete {
-        doc.pages[first_page].record.warnings.push(format!(
-            "output reached --max-new-tokens ({}) and may be incomplete",
-            settings.max_new_tokens
-        ));
-    }
-    (ids, state.error, complete)
 }

@@ -3,16 +3,17 @@
 //! a large document is split into several runs; a page larger than the budget runs alone.
 //! Each image's features do not depend on what else is in its run.
 
-use super::Doc;
+use super::document::Document;
 use crate::stage::StageReport;
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use quire_exporters::record::ErrorKind;
 use quire_onnx::gemma4::vision_encoder::VisionEncoder;
 use quire_onnx::gemma4::ProcessedImage;
 use std::time::{Duration, Instant};
 
 /// Patches a document's pages take in the encoder (each image is padded to its budget's
 /// patch count).
-fn patches(doc: &Doc) -> usize {
+fn patches(doc: &Document) -> usize {
     if doc.error.is_some() {
         return 0;
     }
@@ -24,8 +25,8 @@ fn patches(doc: &Doc) -> usize {
 }
 
 pub(super) fn spawn(
-    input: Receiver<Doc>,
-    output: Sender<Doc>,
+    input: Receiver<Document>,
+    output: Sender<Document>,
     mut encoder: Option<VisionEncoder>,
     vision_patches: usize,
 ) -> std::thread::JoinHandle<(StageReport, Option<VisionEncoder>)> {
@@ -35,7 +36,7 @@ pub(super) fn spawn(
         .spawn(move || {
             let mut report = StageReport::new("vision", 1);
             // A document taken from the queue that did not fit the last group.
-            let mut held: Option<Doc> = None;
+            let mut held: Option<Document> = None;
             'run: loop {
                 let Some(first) = held.take().or_else(|| input.recv().ok()) else {
                     break;
@@ -64,7 +65,7 @@ pub(super) fn spawn(
                     None => {
                         for doc in group.iter_mut().filter(|d| d.error.is_none()) {
                             doc.fail(
-                                "model_incomplete",
+                                ErrorKind::ModelIncomplete,
                                 "the model directory has no vision graph loaded".into(),
                                 None,
                             );
@@ -88,7 +89,7 @@ pub(super) fn spawn(
 /// Encodes the pages of `group` in runs of at most `budget` patches, in order. A failed run
 /// fails the documents with pages in it; the others go on. Each document's `vision` time is
 /// the time of the runs its pages were in. Returns the time in the encoder.
-fn encode_group(encoder: &mut VisionEncoder, group: &mut [Doc], budget: usize) -> Duration {
+fn encode_group(encoder: &mut VisionEncoder, group: &mut [Document], budget: usize) -> Duration {
     let pages: Vec<(usize, usize)> = group
         .iter()
         .enumerate()
@@ -155,7 +156,7 @@ fn encode_group(encoder: &mut VisionEncoder, group: &mut [Doc], budget: usize) -
             }
             Err(e) => {
                 for d in docs {
-                    group[d].fail("vision_failed", e.to_string(), None);
+                    group[d].fail(ErrorKind::VisionFailed, e.to_string(), None);
                 }
             }
         }

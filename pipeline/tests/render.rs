@@ -1,8 +1,9 @@
-//! The ingest API without PDFium: images go through the pool in-process; a PDF with no worker
+//! The render API without PDFium: images go through the pool in-process; a PDF with no worker
 //! available is an error record, and every document gets exactly one `Finished` after its pages.
 
 use quire_onnx::gemma4::image_processor::{Budget, ResizeRule};
-use quire_pipeline::{collect, ingest, ErrorKind, Event, PoolOptions};
+use quire_pipeline::render::render;
+use quire_pipeline::{collect, ErrorKind, PoolOptions, RenderEvent};
 use std::path::PathBuf;
 
 fn samples() -> PathBuf {
@@ -27,9 +28,9 @@ fn images_and_a_pdf_without_pdfium() {
     let mut finished = vec![];
     let mut pages = vec![];
     let mut errors = vec![];
-    for event in ingest(collected.sources, opts) {
+    for event in render(collected.sources, opts) {
         match event {
-            Event::Page(page) => {
+            RenderEvent::Page(page) => {
                 assert!(
                     !finished.contains(&page.source),
                     "page after Finished: {:?}",
@@ -40,8 +41,8 @@ fn images_and_a_pdf_without_pdfium() {
                 assert_eq!(page.image.dimensions(), (tw, th));
                 pages.push((page.relative.clone(), page.page_index));
             }
-            Event::Error(e) => errors.push(e),
-            Event::Finished(f) => finished.push(f.source),
+            RenderEvent::Error(e) => errors.push(e),
+            RenderEvent::Finished(f) => finished.push(f.source),
         }
     }
     assert_eq!(finished.len(), 4);
@@ -67,7 +68,7 @@ fn dropping_the_iterator_early_stops_the_pool() {
     let collected = collect(&[samples().join("square.png"), samples().join("strip.png")]);
     let mut opts = PoolOptions::new(Budget::try_from(280).unwrap(), None);
     opts.workers = 1;
-    let mut events = ingest(collected.sources, opts);
-    assert!(matches!(events.next(), Some(Event::Page(_))));
+    let mut events = render(collected.sources, opts);
+    assert!(matches!(events.next(), Some(RenderEvent::Page(_))));
     drop(events); // must not hang
 }
