@@ -3,7 +3,7 @@
 //! `quire watch` write both kinds the same way.
 
 use crate::run::document::Document;
-use crate::run::RunSettings;
+use crate::run::settings::RunSettings;
 use crate::sources::Source;
 use quire_exporters::layout::display_relative;
 use quire_exporters::record::{DocumentRecord, ErrorRecord, RunInfo, Settings};

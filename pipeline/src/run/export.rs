@@ -2,7 +2,7 @@
 //! format, atomically. A write that fails becomes the document's error record.
 
 use super::document::Document;
-use super::RunSettings;
+use super::settings::RunSettings;
 use crate::record;
 use crate::sources::Source;
 use crate::stage::{self, StageReport};

@@ -15,12 +15,14 @@ mod export;
 pub mod generate;
 mod preprocess;
 pub mod render;
+pub mod settings;
 pub mod task;
 mod vision;
 
 pub use document::{Document, DocumentPage};
 pub use generate::{compile_constraint, CompileError};
 pub use preprocess::{MAX_SHRINK, MIN_PIXELS_PER_INCH};
+pub use settings::{RunSettings, DEFAULT_BATCH_TOKENS, DEFAULT_VISION_PATCHES};
 
 use crate::sources::Source;
 use crate::stage::StageReport;
@@ -28,46 +30,9 @@ use crossbeam_channel::bounded;
 use quire_exporters::formats::Exporter;
 use quire_exporters::record::DocumentRecord;
 use quire_onnx::constrained::JsonConstraint;
-use quire_onnx::gemma4::{Budget, Gemma4, Sampling};
+use quire_onnx::gemma4::Gemma4;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use task::Task;
-
-/// Default [`RunSettings::batch_tokens`].
-pub const DEFAULT_BATCH_TOKENS: usize = 16384;
-/// Default [`RunSettings::vision_patches`]: 4 pages at the default budget of 560 soft tokens
-/// (9 patches each).
-pub const DEFAULT_VISION_PATCHES: usize = 4 * 560 * 9;
-
-/// Everything a run needs besides the model sessions.
-#[derive(Debug, Clone)]
-pub struct RunSettings {
-    pub task: Task,
-    pub budget: Budget,
-    pub max_new_tokens: usize,
-    pub sampling: Sampling,
-    /// Give the PDF text layer to the model as an anchor.
-    pub text_anchor: bool,
-    /// Most sequences decoded together.
-    pub batch_size: usize,
-    /// Token budget of the decoder batch: sequences join while `rows × (cache length + new
-    /// tokens to come)` stays within it (a sequence alone always runs). Bounds the KV cache.
-    pub batch_tokens: usize,
-    /// Patch budget of one vision encoder run (pages of one or more documents; a page larger
-    /// than the budget runs alone).
-    pub vision_patches: usize,
-    /// Most page images in one extraction prompt; longer documents are extracted per page
-    /// and merged ([`task::merge_pages`]).
-    pub max_pages_per_prompt: usize,
-    /// Model id, dtype and provider as recorded in outputs.
-    pub model_id: String,
-    pub dtype: String,
-    pub execution_provider: String,
-    pub schema_name: Option<String>,
-    pub loop_guard: generate::LoopGuardConfig,
-    /// The job's settings fingerprint, recorded in every output ([`crate::job`] sets it).
-    pub fingerprint: String,
-}
 
 /// A document that went through every stage, its outputs written: what progress bars and
 /// the state store hear of.

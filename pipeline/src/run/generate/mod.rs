@@ -4,7 +4,7 @@
 //! document goes on as soon as all its prompts are done: memory is bounded by the budget, not
 //! by the number of documents, and documents may leave in another order than they came.
 
-mod loop_guard;
+pub mod loop_guard;
 mod outputs;
 mod processor;
 mod prompts;
@@ -13,7 +13,7 @@ pub use loop_guard::LoopGuardConfig;
 pub use processor::{compile_constraint, CompileError};
 
 use super::document::Document;
-use super::RunSettings;
+use super::settings::RunSettings;
 use crate::stage::StageReport;
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use outputs::{finish_doc, finish_sequence, Output};

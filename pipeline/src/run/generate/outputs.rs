@@ -2,8 +2,8 @@
 //! document's data (extract: decoded, validated, per-page results merged) or text (ocr, prompt).
 
 use super::super::document::Document;
+use super::super::settings::RunSettings;
 use super::super::task::{self, Task};
-use super::super::RunSettings;
 use super::processor::SequenceState;
 use super::prompts::Prompt;
 use quire_exporters::record::ErrorKind;

@@ -3,8 +3,8 @@
 //! against the model's context.
 
 use super::super::document::Document;
+use super::super::settings::RunSettings;
 use super::super::task::{self, Task};
-use super::super::RunSettings;
 use quire_onnx::gemma4::{Gemma4, Message, ProcessedImage};
 
 /// Why a document has no prompts (`prompt_too_long`).

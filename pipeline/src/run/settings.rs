@@ -1,0 +1,42 @@
+//! What the stages of a run need to know besides the model: the task, the budgets, the
+//! sampling, and what every record says about how it was made.
+
+use super::generate::loop_guard::LoopGuardConfig;
+use super::task::Task;
+use quire_onnx::gemma4::{Budget, Sampling};
+
+/// Default [`RunSettings::batch_tokens`].
+pub const DEFAULT_BATCH_TOKENS: usize = 16384;
+/// Default [`RunSettings::vision_patches`]: 4 pages at the default budget of 560 soft tokens
+/// (9 patches each).
+pub const DEFAULT_VISION_PATCHES: usize = 4 * 560 * 9;
+
+/// Everything a run needs besides the model sessions.
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    pub task: Task,
+    pub budget: Budget,
+    pub max_new_tokens: usize,
+    pub sampling: Sampling,
+    /// Give the PDF text layer to the model as an anchor.
+    pub text_anchor: bool,
+    /// Most sequences decoded together.
+    pub batch_size: usize,
+    /// Token budget of the decoder batch: sequences join while `rows × (cache length + new
+    /// tokens to come)` stays within it (a sequence alone always runs). Bounds the KV cache.
+    pub batch_tokens: usize,
+    /// Patch budget of one vision encoder run (pages of one or more documents; a page larger
+    /// than the budget runs alone).
+    pub vision_patches: usize,
+    /// Most page images in one extraction prompt; longer documents are extracted per page
+    /// and merged ([`task::merge_pages`]).
+    pub max_pages_per_prompt: usize,
+    /// Model id, dtype and provider as recorded in outputs.
+    pub model_id: String,
+    pub dtype: String,
+    pub execution_provider: String,
+    pub schema_name: Option<String>,
+    pub loop_guard: LoopGuardConfig,
+    /// The job's settings fingerprint, recorded in every output ([`crate::job`] sets it).
+    pub fingerprint: String,
+}
