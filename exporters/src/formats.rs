@@ -15,17 +15,20 @@ pub enum Format {
     Markdown,
 }
 
+/// A `--format` name that is none of ours.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown output format {0:?}: expected json, jsonl, csv or md")]
+pub struct UnknownFormat(pub String);
+
 impl std::str::FromStr for Format {
-    type Err = String;
+    type Err = UnknownFormat;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim().to_ascii_lowercase().as_str() {
             "json" => Ok(Format::Json),
             "jsonl" => Ok(Format::Jsonl),
             "csv" => Ok(Format::Csv),
             "md" | "markdown" => Ok(Format::Markdown),
-            other => Err(format!(
-                "unknown output format {other:?}: expected json, jsonl, csv or md"
-            )),
+            other => Err(UnknownFormat(other.to_string())),
         }
     }
 }
@@ -320,6 +323,7 @@ mod tests {
         assert!("xml"
             .parse::<Format>()
             .unwrap_err()
+            .to_string()
             .contains("json, jsonl, csv or md"));
     }
 }

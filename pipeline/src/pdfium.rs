@@ -32,16 +32,27 @@ pub static PDFIUM: RuntimeSpec = RuntimeSpec {
     ],
 };
 
+/// PDFium could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("could not load PDFium from {}: {reason}", path.display())]
+pub struct BindError {
+    pub path: std::path::PathBuf,
+    pub reason: String,
+}
+
 /// Binds the PDFium library at `path` into this process (once per process; PDFium allows no
 /// second binding).
-pub fn bind(path: &std::path::Path) -> Result<pdfium_render::prelude::Pdfium, String> {
+pub fn bind(path: &std::path::Path) -> Result<pdfium_render::prelude::Pdfium, BindError> {
     // pdfium-render wants a path with a separator.
     let path = if path.is_relative() {
         std::path::Path::new(".").join(path)
     } else {
         path.to_path_buf()
     };
-    let bindings = pdfium_render::prelude::Pdfium::bind_to_library(&path)
-        .map_err(|e| format!("could not load PDFium from {}: {e:?}", path.display()))?;
+    let bindings =
+        pdfium_render::prelude::Pdfium::bind_to_library(&path).map_err(|e| BindError {
+            reason: format!("{e:?}"),
+            path: path.clone(),
+        })?;
     Ok(pdfium_render::prelude::Pdfium::new(bindings))
 }

@@ -4,6 +4,22 @@
 
 use std::fmt;
 
+/// A shard that cannot be: from `--shard` or the scheduler's environment.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShardError {
+    #[error("shard {index}/{count}: the index must be below the count")]
+    OutOfRange { index: u64, count: u64 },
+    #[error("--shard {0:?}: expected I/N, e.g. 0/4")]
+    Syntax(String),
+    #[error("{name}={value:?} is not a number")]
+    NotANumber { name: String, value: String },
+    #[error("{index_var} is set but {count_var} is not: set it to the number of shards")]
+    MissingCount {
+        index_var: &'static str,
+        count_var: &'static str,
+    },
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shard {
     /// 0-based.
@@ -23,8 +39,8 @@ impl Shard {
     /// (Kubernetes Indexed Job; set `JOB_COMPLETIONS` in the pod spec to the Job's
     /// `completions`), or `SLURM_ARRAY_TASK_ID` with `SLURM_ARRAY_TASK_COUNT` (Slurm job array;
     /// `SLURM_ARRAY_TASK_MIN` is subtracted). `None` when neither is set.
-    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Option<Shard>, String> {
-        let num = |name: &str| -> Result<Option<u64>, String> {
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Option<Shard>, ShardError> {
+        let num = |name: &str| -> Result<Option<u64>, ShardError> {
             match get(name) {
                 None => Ok(None),
                 Some(v) if v.trim().is_empty() => Ok(None),
@@ -32,7 +48,10 @@ impl Shard {
                     .trim()
                     .parse()
                     .map(Some)
-                    .map_err(|_| format!("{name}={v:?} is not a number")),
+                    .map_err(|_| ShardError::NotANumber {
+                        name: name.to_string(),
+                        value: v.clone(),
+                    }),
             }
         };
         let pairs = [
@@ -47,8 +66,9 @@ impl Shard {
             let Some(index) = num(index_var)? else {
                 continue;
             };
-            let count = num(count_var)?.ok_or_else(|| {
-                format!("{index_var} is set but {count_var} is not: set it to the number of shards")
+            let count = num(count_var)?.ok_or(ShardError::MissingCount {
+                index_var,
+                count_var,
             })?;
             let min = match min_var {
                 Some(v) => num(v)?.unwrap_or(0),
@@ -59,28 +79,21 @@ impl Shard {
         Ok(None)
     }
 
-    pub fn new(index: u64, count: u64) -> Result<Shard, String> {
+    pub fn new(index: u64, count: u64) -> Result<Shard, ShardError> {
         if count == 0 || index >= count {
-            return Err(format!(
-                "shard {index}/{count}: the index must be below the count"
-            ));
+            return Err(ShardError::OutOfRange { index, count });
         }
         Ok(Shard { index, count })
     }
 }
 
 impl std::str::FromStr for Shard {
-    type Err = String;
+    type Err = ShardError;
     /// `I/N`, 0-based: `0/4` … `3/4`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (i, n) = s
-            .split_once('/')
-            .ok_or_else(|| format!("--shard {s:?}: expected I/N, e.g. 0/4"))?;
-        let parse = |v: &str| {
-            v.trim()
-                .parse::<u64>()
-                .map_err(|_| format!("--shard {s:?}: expected I/N, e.g. 0/4"))
-        };
+        let syntax = || ShardError::Syntax(s.to_string());
+        let (i, n) = s.split_once('/').ok_or_else(syntax)?;
+        let parse = |v: &str| v.trim().parse::<u64>().map_err(|_| syntax());
         Shard::new(parse(i)?, parse(n)?)
     }
 }
@@ -131,6 +144,7 @@ mod tests {
         );
         assert!(env(&[("JOB_COMPLETION_INDEX", "2")])
             .unwrap_err()
+            .to_string()
             .contains("JOB_COMPLETIONS"));
         assert_eq!(
             env(&[

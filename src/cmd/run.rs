@@ -315,7 +315,7 @@ pub fn resolve(mut args: JobArgs) -> anyhow::Result<Resolved> {
         retries: args.retries.unwrap_or(2),
         shard: match args.shard {
             Some(shard) => Some(shard),
-            None => Shard::from_env(|k| std::env::var(k).ok()).map_err(anyhow::Error::msg)?,
+            None => Shard::from_env(|k| std::env::var(k).ok())?,
         },
     })
 }

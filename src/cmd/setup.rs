@@ -81,7 +81,7 @@ fn report(spec: &RuntimeSpec, found: &Located, load: bool) -> anyhow::Result<()>
                 quire_onnx::runtime::loaded_version()
             );
         } else {
-            quire_pipeline::pdfium::bind(&found.library).map_err(anyhow::Error::msg)?;
+            quire_pipeline::pdfium::bind(&found.library)?;
             println!("{:<16} loaded", "");
         }
     }

@@ -30,7 +30,10 @@ pub fn serve(
 ) -> std::io::Result<()> {
     let pdfium = match crate::pdfium::bind(pdfium_library) {
         Ok(p) => p,
-        Err(message) => return write_frame(&mut out, &Reply::Fatal { message }, &[]),
+        Err(e) => {
+            let message = e.to_string();
+            return write_frame(&mut out, &Reply::Fatal { message }, &[]);
+        }
     };
     write_frame(&mut out, &Reply::Ready, &[])?;
     let mut renderer = Renderer::default();
