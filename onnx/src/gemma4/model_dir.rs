@@ -1,7 +1,7 @@
 //! A Gemma 4 ONNX model directory: side files and the `onnx/<graph><suffix>.onnx` variants.
 //! Sessions are created from the file path so ORT finds the `.onnx_data*` sidecars itself.
 
-use super::Error;
+use super::error::Error;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;

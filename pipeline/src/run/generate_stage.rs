@@ -10,8 +10,8 @@ use crate::stage::StageReport;
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use quire_onnx::constrained::JsonConstraint;
 use quire_onnx::gemma4::{
-    Admission, BatchFailure, BatchLimits, DecodeBatch, FinishReason, Finished, Gemma4,
-    GenerateOptions, Generation, NewSequence, Request,
+    Admission, BatchFailure, BatchLimits, DecodeBatch, FinishReason, FinishedSequence as Finished,
+    Gemma4, GenerateOptions, Generation, NewSequence, Request,
 };
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
