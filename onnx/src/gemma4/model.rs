@@ -59,7 +59,7 @@ impl Gemma4 {
             Err(_) => GenerationConfig::default(),
         };
         let ip_cfg = ImageProcessorConfig::load(&dir.root)?;
-        let processor = ImageProcessor::from_config(&ip_cfg).map_err(Error::Config)?;
+        let processor = ImageProcessor::from_config(&ip_cfg)?;
         let tokenizer = Tokenizer::from_file(&dir.file("tokenizer.json", "tokenizer")?)?;
         let special = special_tokens(&dir, &config, &generation, &tokenizer)?;
         let prompt =
