@@ -8,7 +8,7 @@ use super::processor::{SequenceProcessor, SequenceState};
 use super::{finish_doc, prompts, Doc, Output, Prompt, RunSettings};
 use crate::stage::StageReport;
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
-use quire_onnx::constrained::JsonConstraint;
+use quire_constrained::JsonConstraint;
 use quire_onnx::gemma4::{
     Admission, BatchFailure, BatchLimits, DecodeBatch, FinishReason, FinishedSequence as Finished,
     Gemma4, GenerateOptions, Generation, NewSequence, Request,

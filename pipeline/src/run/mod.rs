@@ -21,11 +21,11 @@ use crate::sources::Source;
 use crate::stage::{self, StageReport};
 use crossbeam_channel::bounded;
 use loop_guard::LoopGuardConfig;
+use quire_constrained::{BoundOptions, ConstraintTokenizer, JsonConstraint};
 use quire_exporters::formats::Exporter;
 use quire_exporters::record::{
     DocumentRecord, ErrorRecord, PageRecord, RunInfo, Settings, TokenCounts,
 };
-use quire_onnx::constrained::{BoundOptions, ConstraintTokenizer, JsonConstraint};
 use quire_onnx::gemma4::Budget;
 use quire_onnx::gemma4::{Gemma4, ImageProcessor, Message, ProcessedImage, Rgb8, Sampling};
 use rayon::prelude::*;

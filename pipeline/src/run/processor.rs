@@ -2,7 +2,7 @@
 //! the loop guard for free text.
 
 use super::loop_guard::{LoopGuard, LoopGuardConfig};
-use quire_onnx::constrained::{JsonConstraint, SequenceMatcher};
+use quire_constrained::{JsonConstraint, SequenceMatcher};
 use quire_onnx::gemma4::LogitsProcessor;
 use std::collections::HashMap;
 
