@@ -93,14 +93,19 @@ impl fmt::Display for Provider {
     }
 }
 
+/// A provider name that is none of [`Provider::ALL`] (nor `trt`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown execution provider {0:?} (cpu, cuda, tensorrt, coreml, directml, openvino)")]
+pub struct ParseProviderError(pub String);
+
 impl FromStr for Provider {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ParseProviderError;
+    fn from_str(s: &str) -> Result<Self, ParseProviderError> {
         let l = s.trim().to_ascii_lowercase();
         Provider::ALL
             .into_iter()
             .find(|p| p.name() == l || (l == "trt" && *p == Provider::TensorRt))
-            .ok_or_else(|| format!("unknown execution provider {s:?} (cpu, cuda, tensorrt, coreml, directml, openvino)"))
+            .ok_or_else(|| ParseProviderError(s.to_string()))
     }
 }
 
@@ -144,7 +149,7 @@ impl Default for EpConfig {
 
 impl EpConfig {
     /// Parses `"cuda,cpu"`.
-    pub fn parse_list(s: &str) -> Result<Vec<Provider>, String> {
+    pub fn parse_list(s: &str) -> Result<Vec<Provider>, ParseProviderError> {
         s.split(',')
             .map(str::trim)
             .filter(|p| !p.is_empty())
@@ -271,6 +276,7 @@ mod tests {
         );
         assert!(EpConfig::parse_list("tpu")
             .unwrap_err()
+            .to_string()
             .contains("unknown execution provider"));
         if !cfg!(feature = "openvino") {
             let cfg = EpConfig {

@@ -1,7 +1,7 @@
 //! The model directory's JSON files: `config.json`, `generation_config.json` and
 //! `processor_config.json`. Only the fields the runtime needs; everything else is ignored.
 
-use super::Error;
+use super::error::Error;
 use serde::Deserialize;
 use std::path::Path;
 

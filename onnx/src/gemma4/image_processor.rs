@@ -2,6 +2,7 @@
 //! and a visual token budget into the pixel size the vision encoder sees, PIL-exact bicubic
 //! resampling, rescaling, patchifying and the patch positions the vision encoder takes.
 
+use super::error::Error;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -49,14 +50,23 @@ impl From<Budget> for u32 {
     }
 }
 
+/// A visual token budget that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseBudgetError {
+    #[error("visual token budget must be a number, got {0:?}")]
+    NotANumber(String),
+    #[error(transparent)]
+    Unsupported(#[from] UnsupportedBudget),
+}
+
 impl std::str::FromStr for Budget {
-    type Err = String;
+    type Err = ParseBudgetError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let n: u32 = s
             .trim()
             .parse()
-            .map_err(|_| format!("visual token budget must be a number, got {s:?}"))?;
-        Budget::try_from(n).map_err(|e| e.to_string())
+            .map_err(|_| ParseBudgetError::NotANumber(s.to_string()))?;
+        Ok(Budget::try_from(n)?)
     }
 }
 
@@ -358,18 +368,19 @@ pub struct ImageProcessor {
 }
 
 impl ImageProcessor {
-    pub fn from_config(cfg: &super::config::ImageProcessorConfig) -> Result<Self, String> {
+    /// An invalid setting is an [`Error::Config`].
+    pub fn from_config(cfg: &super::config::ImageProcessorConfig) -> Result<Self, Error> {
         let default_budget = Budget::try_from(cfg.max_soft_tokens)
-            .map_err(|e| format!("processor_config.json max_soft_tokens: {e}"))?;
+            .map_err(|e| Error::Config(format!("processor_config.json max_soft_tokens: {e}")))?;
         let normalize = if cfg.do_normalize {
-            let three = |v: &Option<Vec<f32>>, d: f32| -> Result<[f32; 3], String> {
+            let three = |v: &Option<Vec<f32>>, d: f32| -> Result<[f32; 3], Error> {
                 match v {
                     None => Ok([d; 3]),
                     Some(v) if v.len() == 3 => Ok([v[0], v[1], v[2]]),
-                    Some(v) => Err(format!(
+                    Some(v) => Err(Error::Config(format!(
                         "image_mean/image_std must have 3 values, got {}",
                         v.len()
-                    )),
+                    ))),
                 }
             };
             Some((three(&cfg.image_mean, 0.0)?, three(&cfg.image_std, 1.0)?))
@@ -377,9 +388,9 @@ impl ImageProcessor {
             None
         };
         if cfg.patch_size == 0 || cfg.pooling_kernel_size == 0 {
-            return Err(
+            return Err(Error::Config(
                 "processor_config.json: patch_size and pooling_kernel_size must be > 0".into(),
-            );
+            ));
         }
         Ok(ImageProcessor {
             rule: ResizeRule {
@@ -548,7 +559,11 @@ mod tests {
     #[test]
     fn budget_parsing() {
         assert_eq!("560".parse::<Budget>().unwrap().soft_tokens(), 560);
-        assert!("100".parse::<Budget>().unwrap_err().contains("70, 140"));
+        assert!("100"
+            .parse::<Budget>()
+            .unwrap_err()
+            .to_string()
+            .contains("70, 140"));
         assert!("abc".parse::<Budget>().is_err());
     }
 }

@@ -1,7 +1,7 @@
 //! A Gemma 4 ONNX model directory: side files and the `onnx/<graph><suffix>.onnx` variants.
 //! Sessions are created from the file path so ORT finds the `.onnx_data*` sidecars itself.
 
-use super::Error;
+use super::error::Error;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -46,18 +46,25 @@ impl fmt::Display for Dtype {
     }
 }
 
+/// A dtype or dtype selection that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseDtypeError {
+    #[error("unknown dtype {0:?} (fp32, fp16, q4, q4f16, q8)")]
+    UnknownDtype(String),
+    #[error("unknown graph {0:?} in dtype (vision, embed, decoder)")]
+    UnknownGraph(String),
+}
+
 impl FromStr for Dtype {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ParseDtypeError;
+    fn from_str(s: &str) -> Result<Self, ParseDtypeError> {
         match s.trim().to_ascii_lowercase().as_str() {
             "fp32" | "" => Ok(Dtype::Fp32),
             "fp16" => Ok(Dtype::Fp16),
             "q4" => Ok(Dtype::Q4),
             "q4f16" => Ok(Dtype::Q4f16),
             "q8" | "quantized" => Ok(Dtype::Q8),
-            other => Err(format!(
-                "unknown dtype {other:?} (fp32, fp16, q4, q4f16, q8)"
-            )),
+            other => Err(ParseDtypeError::UnknownDtype(other.to_string())),
         }
     }
 }
@@ -125,8 +132,8 @@ impl Default for DtypeSelection {
 }
 
 impl FromStr for DtypeSelection {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ParseDtypeError;
+    fn from_str(s: &str) -> Result<Self, ParseDtypeError> {
         let mut sel = DtypeSelection::default();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             match part.split_once('=') {
@@ -137,11 +144,7 @@ impl FromStr for DtypeSelection {
                         "vision" | "vision_encoder" => sel.vision = d,
                         "embed" | "embed_tokens" => sel.embed = d,
                         "decoder" | "decoder_model_merged" => sel.decoder = d,
-                        other => {
-                            return Err(format!(
-                                "unknown graph {other:?} in dtype (vision, embed, decoder)"
-                            ))
-                        }
+                        other => return Err(ParseDtypeError::UnknownGraph(other.to_string())),
                     }
                 }
             }

@@ -3,7 +3,7 @@
 //! (the template emits `<bos>` itself). Token strings come from the tokenizer via the ids in
 //! `config.json`, never from constants.
 
-use super::Error;
+use super::error::Error;
 use minijinja::value::Value;
 use minijinja::{Environment, ErrorKind, State};
 use serde::{Deserialize, Serialize};

@@ -6,7 +6,7 @@ use rand::{Rng, SeedableRng};
 
 /// A hook on every decode step of every sequence, e.g. schema-constrained decoding.
 /// `seq` is the index of the request given to `generate`, or the caller's id of a sequence
-/// admitted to a [`super::continuous::DecodeBatch`]: stable while others join and leave.
+/// admitted to a [`super::decode_batch::DecodeBatch`]: stable while others join and leave.
 pub trait LogitsProcessor {
     /// Edit the (soft-capped) logits before selection; set disallowed tokens to `f32::NEG_INFINITY`.
     fn process(&mut self, seq: usize, logits: &mut [f32]);

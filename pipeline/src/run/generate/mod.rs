@@ -19,10 +19,10 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use outputs::{finish_doc, finish_sequence, Output};
 use processor::SequenceProcessor;
 use prompts::{prompts, Prompt};
+use quire_constrained::JsonConstraint;
 use quire_exporters::record::ErrorKind;
-use quire_onnx::constrained::JsonConstraint;
 use quire_onnx::gemma4::{
-    Admission, BatchFailure, BatchLimits, DecodeBatch, Finished, Gemma4, GenerateOptions,
+    Admission, BatchFailure, BatchLimits, DecodeBatch, FinishedSequence, Gemma4, GenerateOptions,
     NewSequence, Request,
 };
 use std::collections::{HashMap, VecDeque};
@@ -263,8 +263,8 @@ impl Scheduler<'_> {
     }
 
     /// Hands finished sequences to their documents.
-    fn route(&mut self, model: &Gemma4, finished: Vec<Finished>) {
-        for Finished { id, generation } in finished {
+    fn route(&mut self, model: &Gemma4, finished: Vec<FinishedSequence>) {
+        for FinishedSequence { id, generation } in finished {
             let state = self.processor.finish(id);
             // A sequence of a document that failed meanwhile has no owner left.
             let Some((key, p)) = self.owners.remove(&id) else {

@@ -6,8 +6,8 @@ use super::super::settings::RunSettings;
 use super::super::task::{self, Task};
 use super::processor::SequenceState;
 use super::prompts::Prompt;
+use quire_constrained::JsonConstraint;
 use quire_exporters::record::ErrorKind;
-use quire_onnx::constrained::JsonConstraint;
 use quire_onnx::gemma4::{FinishReason, Gemma4, Generation};
 
 /// A finished sequence's output: loop-guard cut, warnings, token count.

@@ -2,7 +2,7 @@
 //! the loop guard for free text.
 
 use super::loop_guard::{LoopGuard, LoopGuardConfig};
-use quire_onnx::constrained::{
+use quire_constrained::{
     BoundOptions, ConstraintError, ConstraintTokenizer, JsonConstraint, SchemaError,
     SequenceMatcher,
 };

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use quire_onnx::constrained::{
+use quire_constrained::{
     prepare_schema, BoundOptions, ConstraintTokenizer, JsonConstraint, SchemaError, SequenceMatcher,
 };
 use rand::rngs::StdRng;

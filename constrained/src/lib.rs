@@ -1,6 +1,11 @@
-//! Schema-constrained decoding: a JSON Schema becomes an llguidance grammar whose every
-//! complete output fits the generation limit, and every output is checked again by an
+//! Schema-constrained decoding for quire: a JSON Schema becomes an llguidance grammar whose
+//! every complete output fits the generation limit, and every output is checked again by an
 //! independent validator before it is called valid.
+//!
+//! The crate knows no model runtime: it works on a `tokenizer.json` and one logits slice per
+//! decode step. `quire-onnx` generates; the pipeline joins the two with a logits processor
+//! that drives a [`SequenceMatcher`] per sequence. Built on llguidance (grammar, token masks),
+//! toktrie_hf_tokenizers (the tokenizer's bytes) and jsonschema (the final validation).
 //!
 //! # Flow
 //! * [`ConstraintTokenizer`] — once per tokenizer: `tokenizer.json`, the model's EOS ids

@@ -1,5 +1,5 @@
 //! Schema checking, OpenAPI `nullable` rewriting, bounding and the worst-case token bound.
-//! The rules are described in the module documentation of [`crate::constrained`].
+//! The rules are described in the module documentation of [`crate`].
 
 use serde_json::{json, Map, Value};
 

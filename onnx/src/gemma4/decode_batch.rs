@@ -7,11 +7,15 @@
 //! every cache tensor is as long as the mask (contract: presents are opaque, sliding layers may
 //! be window-truncated), so a batch whose caches are not full length refuses to take new
 //! sequences until it has drained: it degrades to static batches.
+//!
+//! [`Gemma4::generate`] is a static batch on this loop: vision once at prefill, left-padded
+//! batches, KV cache carried between steps, finished sequences dropped from the batch.
 
 use super::decoder::KvCache;
 use super::error::Error;
-use super::generate::{FinishReason, Gemma4, GenerateOptions, Generation, Request, Timings};
+use super::generation::{BatchOutput, FinishReason, GenerateOptions, Generation, Request, Timings};
 use super::image_processor::ProcessedImage;
+use super::model::Gemma4;
 use super::sampling::{LogitsProcessor, Sampler};
 use super::tensors::stack_kv_left_padded;
 use std::borrow::Cow;
@@ -47,7 +51,7 @@ pub struct NewSequence<'r> {
 
 /// A sequence that left the batch.
 #[derive(Debug, Clone)]
-pub struct Finished {
+pub struct FinishedSequence {
     pub id: usize,
     pub generation: Generation,
 }
@@ -64,7 +68,7 @@ pub struct BatchFailure {
 #[derive(Debug)]
 pub enum Admission {
     /// The group was prefilled and joined; these of its sequences finished at their first token.
-    Joined(Vec<Finished>),
+    Joined(Vec<FinishedSequence>),
     /// The group's cache cannot be stacked with the running one (not full length): nothing
     /// changed, and the batch takes no new sequences until it is empty.
     Refused,
@@ -232,7 +236,7 @@ impl DecodeBatch {
         &mut self,
         model: &mut Gemma4,
         processor: &mut dyn LogitsProcessor,
-    ) -> Result<Vec<Finished>, BatchFailure> {
+    ) -> Result<Vec<FinishedSequence>, BatchFailure> {
         let Some(cache) = self.cache.as_mut() else {
             return Ok(Vec::new());
         };
@@ -317,7 +321,7 @@ impl DecodeBatch {
         from: usize,
         mut logits: Vec<f32>,
         processor: &mut dyn LogitsProcessor,
-    ) -> Vec<Finished> {
+    ) -> Vec<FinishedSequence> {
         let vocab = model.decoder.vocab;
         let mut done = Vec::new();
         for (row, l) in self.rows[from..]
@@ -343,7 +347,7 @@ impl DecodeBatch {
                 continue;
             };
             row.out.finish_reason = reason;
-            done.push(Finished {
+            done.push(FinishedSequence {
                 id: row.id,
                 generation: Generation {
                     generated_ids: std::mem::take(&mut row.out.generated_ids),
@@ -357,7 +361,7 @@ impl DecodeBatch {
 
     /// Drops the rows of `done` from the batch and, when the cache is full length, the leading
     /// columns that are padding in every remaining row.
-    fn retire(&mut self, done: &[Finished]) -> Result<(), Error> {
+    fn retire(&mut self, done: &[FinishedSequence]) -> Result<(), Error> {
         if done.is_empty() {
             return Ok(());
         }
@@ -383,6 +387,50 @@ impl DecodeBatch {
         }
         self.rows = kept;
         Ok(())
+    }
+}
+
+impl Gemma4 {
+    /// Generates for several sequences in one batch: one prefill, then decode steps until all
+    /// have finished. `processor` sees every step of every sequence before selection, with the
+    /// sequence's index in `requests`.
+    pub fn generate(
+        &mut self,
+        requests: &[Request<'_>],
+        opts: &GenerateOptions,
+        processor: &mut dyn LogitsProcessor,
+    ) -> Result<BatchOutput, Error> {
+        let mut batch = DecodeBatch::new(self, opts, BatchLimits::UNBOUNDED);
+        let group: Vec<NewSequence> = requests
+            .iter()
+            .enumerate()
+            .map(|(i, request)| NewSequence {
+                id: i,
+                stream: i,
+                request,
+            })
+            .collect();
+        let mut out: Vec<Option<Generation>> = vec![None; requests.len()];
+        let mut finished = match batch.admit(self, &group, processor).map_err(|f| f.error)? {
+            Admission::Joined(done) => done,
+            Admission::Refused => unreachable!("an empty batch takes any group"),
+        };
+        loop {
+            for f in finished.drain(..) {
+                out[f.id] = Some(f.generation);
+            }
+            if batch.is_empty() {
+                break;
+            }
+            finished = batch.step(self, processor).map_err(|f| f.error)?;
+        }
+        Ok(BatchOutput {
+            sequences: out
+                .into_iter()
+                .map(|g| g.expect("every sequence finishes"))
+                .collect(),
+            timings: batch.timings,
+        })
     }
 }
 

@@ -1,20 +1,18 @@
-//! The model as one object (files, sessions, tokenizer, template) and [`Gemma4::generate`], a
-//! static batch on the loop of [`super::continuous`]: vision once at prefill, left-padded
-//! batches, KV cache carried between steps, finished sequences dropped from the batch.
+//! The model as one object (files, sessions, tokenizer, template): loading it, image
+//! preprocessing and vision features, prompt ids and display text. The generation loop,
+//! [`Gemma4::generate`], is in `decode_batch.rs`; its plain types are in `generation.rs`.
 
 use super::config::{read_json, GenerationConfig, ImageProcessorConfig, ModelConfig};
-use super::continuous::{Admission, BatchLimits, DecodeBatch, NewSequence};
 use super::decoder::Decoder;
 use super::embed_tokens::EmbedTokens;
 use super::error::Error;
 use super::image_processor::{Budget, ImageProcessor, ProcessedImage, Rgb8};
 use super::model_dir::{DtypeSelection, Graph, ModelDir};
 use super::prompt::{Message, PromptBuilder, SpecialTokens, Tokenizer};
-use super::sampling::{soft_cap, LogitsProcessor, Sampling};
+use super::sampling::soft_cap;
 use super::vision_encoder::VisionEncoder;
 use crate::ep::{EpConfig, EpReport};
 use crate::session::LoadedSession;
-use serde::Serialize;
 use std::path::Path;
 
 /// How to load a model directory.
@@ -46,83 +44,6 @@ pub struct Gemma4 {
     softcap_in_rust: bool,
 }
 
-/// One sequence to generate: its prompt ids and the images its image tokens stand for.
-#[derive(Debug, Clone, Default)]
-pub struct Request<'a> {
-    pub input_ids: Vec<u32>,
-    pub images: Vec<&'a ProcessedImage>,
-    /// Features already computed with [`Gemma4::encode_images`] (`[Σ soft tokens · hidden]`);
-    /// when set, `images` is ignored.
-    pub image_features: Option<Vec<f32>>,
-}
-
-#[derive(Debug, Clone)]
-pub struct GenerateOptions {
-    pub max_new_tokens: usize,
-    pub sampling: Sampling,
-    /// `None`: the model's stop ids. `Some(vec![])`: never stop on a token.
-    pub stop_ids: Option<Vec<u32>>,
-    /// Keep each sequence's prefill logits (after soft-cap) in the output.
-    pub keep_prefill_logits: bool,
-}
-
-impl Default for GenerateOptions {
-    fn default() -> Self {
-        GenerateOptions {
-            max_new_tokens: 256,
-            sampling: Sampling::Greedy,
-            stop_ids: None,
-            keep_prefill_logits: false,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FinishReason {
-    /// A stop id was generated (it is the last generated id).
-    Stop,
-    /// `max_new_tokens` reached.
-    Length,
-    /// The logits processor asked to stop.
-    Processor,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Generation {
-    pub generated_ids: Vec<u32>,
-    pub finish_reason: FinishReason,
-    #[serde(skip)]
-    pub prefill_logits: Option<Vec<f32>>,
-}
-
-/// Wall-clock seconds of the phases of one `generate` call.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Timings {
-    pub vision_s: f64,
-    pub prefill_s: f64,
-    /// One entry per decode step (all active sequences together).
-    pub decode_step_s: Vec<f64>,
-    pub prompt_tokens: usize,
-    pub batch_size: usize,
-}
-
-impl Timings {
-    pub fn decode_mean_s(&self) -> f64 {
-        if self.decode_step_s.is_empty() {
-            0.0
-        } else {
-            self.decode_step_s.iter().sum::<f64>() / self.decode_step_s.len() as f64
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct BatchOutput {
-    pub sequences: Vec<Generation>,
-    pub timings: Timings,
-}
-
 impl Gemma4 {
     /// Reads the directory's files, creates the three sessions and checks them against the
     /// contract; any mismatch is an error naming the graph and the input/output.
@@ -138,7 +59,7 @@ impl Gemma4 {
             Err(_) => GenerationConfig::default(),
         };
         let ip_cfg = ImageProcessorConfig::load(&dir.root)?;
-        let processor = ImageProcessor::from_config(&ip_cfg).map_err(Error::Config)?;
+        let processor = ImageProcessor::from_config(&ip_cfg)?;
         let tokenizer = Tokenizer::from_file(&dir.file("tokenizer.json", "tokenizer")?)?;
         let special = special_tokens(&dir, &config, &generation, &tokenizer)?;
         let prompt =
@@ -306,48 +227,6 @@ impl Gemma4 {
         if self.softcap_in_rust {
             soft_cap(logits, cap);
         }
-    }
-
-    /// Generates for several sequences in one batch: one prefill, then decode steps until all
-    /// have finished. `processor` sees every step of every sequence before selection, with the
-    /// sequence's index in `requests`.
-    pub fn generate(
-        &mut self,
-        requests: &[Request<'_>],
-        opts: &GenerateOptions,
-        processor: &mut dyn LogitsProcessor,
-    ) -> Result<BatchOutput, Error> {
-        let mut batch = DecodeBatch::new(self, opts, BatchLimits::UNBOUNDED);
-        let group: Vec<NewSequence> = requests
-            .iter()
-            .enumerate()
-            .map(|(i, request)| NewSequence {
-                id: i,
-                stream: i,
-                request,
-            })
-            .collect();
-        let mut out: Vec<Option<Generation>> = vec![None; requests.len()];
-        let mut finished = match batch.admit(self, &group, processor).map_err(|f| f.error)? {
-            Admission::Joined(done) => done,
-            Admission::Refused => unreachable!("an empty batch takes any group"),
-        };
-        loop {
-            for f in finished.drain(..) {
-                out[f.id] = Some(f.generation);
-            }
-            if batch.is_empty() {
-                break;
-            }
-            finished = batch.step(self, processor).map_err(|f| f.error)?;
-        }
-        Ok(BatchOutput {
-            sequences: out
-                .into_iter()
-                .map(|g| g.expect("every sequence finishes"))
-                .collect(),
-            timings: batch.timings,
-        })
     }
 }
 
