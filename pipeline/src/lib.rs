@@ -13,6 +13,7 @@ pub mod page;
 pub mod pdfium;
 pub mod render;
 pub mod run;
+pub mod settings;
 pub mod sniff;
 pub mod sources;
 pub mod stage;
