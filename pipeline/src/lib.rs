@@ -4,6 +4,8 @@
 //! * [`ingest::ingest`]: sources → [`render::pool::Event`]s ([`page::Page`]s at the model's
 //!   pixel size, [`error::DocError`] records, one `Finished` per document).
 //! * [`images::resize_for_budget`]: the one resize for the model.
+//! * [`settings`]: the settings of the commands (flags, `QUIRE_*` variables, config file) and
+//!   the job they open.
 
 pub mod error;
 pub mod images;
