@@ -4,6 +4,7 @@
 mod cmd;
 
 use clap::{Parser, Subcommand};
+use quire_pipeline::settings;
 use std::process::ExitCode;
 
 /// Exit codes, documented in the README.
@@ -40,17 +41,17 @@ enum Command {
     /// Install (or check) the ONNX Runtime and PDFium libraries quire needs.
     Setup(cmd::setup::SetupArgs),
     /// Render PDF pages and images exactly as the model will see them (PNG + JSON lines).
-    Render(cmd::render::RenderArgs),
+    Render(settings::RenderArgs),
     /// Process documents: Markdown (ocr), schema-valid JSON (extract) or free text (prompt).
-    Run(Box<cmd::run::RunArgs>),
+    Run(Box<settings::RunArgs>),
     /// Process documents as they arrive in a folder, each exactly once (a service).
-    Watch(Box<cmd::watch::WatchArgs>),
+    Watch(Box<settings::WatchArgs>),
     /// What the state store of an output folder says: counts, failures, throughput.
     Status(cmd::status::StatusArgs),
     /// Combine the outputs and state of `--shard` runs into one result set.
     Merge(cmd::merge::MergeArgs),
     /// Run Gemma 4 on one image and a prompt: a quick check of a model directory.
-    Generate(cmd::generate::GenerateArgs),
+    Generate(Box<settings::GenerateArgs>),
     /// Internal: a PDFium worker process driven by the pipeline over stdin/stdout.
     #[command(hide = true)]
     PdfWorker(cmd::render::PdfWorkerArgs),
@@ -70,7 +71,7 @@ fn main() -> ExitCode {
         Command::Watch(args) => cmd::watch::run(&global, *args),
         Command::Status(args) => cmd::status::run(&global, args),
         Command::Merge(args) => cmd::merge::run(&global, args),
-        Command::Generate(args) => cmd::generate::run(&global, args),
+        Command::Generate(args) => cmd::generate::run(&global, *args),
         Command::PdfWorker(args) => cmd::render::pdf_worker(args),
     };
     match result {

@@ -262,7 +262,11 @@ fn folders_are_mirrored_and_a_bad_file_does_not_stop_the_others() {
 #[test]
 fn a_long_pdf_is_split_across_workers_and_every_page_comes_once() {
     let dir = tempfile::tempdir().unwrap();
-    let r = render(dir.path(), &["samples/mixed50.pdf", "--workers", "2"], &[]);
+    let r = render(
+        dir.path(),
+        &["samples/mixed50.pdf", "--workers", "2", "--budget", "280"],
+        &[],
+    );
     assert_eq!(r.code, 0, "{}", r.stderr);
     let mut indices: Vec<u64> = r
         .pages()

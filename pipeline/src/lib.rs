@@ -7,6 +7,8 @@
 //! * [`run::run`]: the stages (render → preprocess → vision → generate → export) over a batch.
 //! * [`job::Job`]: plans a batch against the state store, runs it, marks each document.
 //! * [`record`]: the document records, built in one place.
+//! * [`settings`]: the settings of the commands (flags, `QUIRE_*` variables, config file) and
+//!   the job they open.
 
 pub mod error;
 pub mod images;
@@ -17,6 +19,7 @@ pub mod pdfium;
 pub mod record;
 pub mod render;
 pub mod run;
+pub mod settings;
 pub mod shard;
 pub mod sniff;
 pub mod sources;

@@ -2,70 +2,15 @@
 //! directory. Everything model-specific (ids, template, sizes) comes from the directory.
 
 use anyhow::Context;
-use clap::Args;
-use quire_onnx::ep::{EpConfig, Provider};
 use quire_onnx::gemma4::{
-    Budget, DtypeSelection, Gemma4, GenerateOptions, LoadOptions, Message, NoProcessor, Request,
-    Rgb8, Sampling,
+    Gemma4, GenerateOptions, LoadOptions, Message, NoProcessor, Request, Rgb8, Sampling,
 };
-use std::path::PathBuf;
+use quire_pipeline::settings::{self, GenerateArgs};
 use std::time::Instant;
 
-#[derive(Args)]
-pub struct GenerateArgs {
-    /// Model directory (config.json, tokenizer.json, chat_template.jinja, onnx/*.onnx).
-    #[arg(long, value_name = "DIR")]
-    model: PathBuf,
-    /// Image file (PNG, JPEG, TIFF, WebP); repeat for several images, placed before the text.
-    #[arg(long, value_name = "FILE")]
-    image: Vec<PathBuf>,
-    /// The user prompt.
-    #[arg(long)]
-    prompt: String,
-    /// Visual token budget per image: 70, 140, 280, 560 or 1120 (default: the model's
-    /// processor_config.json max_soft_tokens).
-    #[arg(long)]
-    budget: Option<Budget>,
-    /// Graph variant: fp32, fp16, q4, q4f16, q8; per graph: `q4,vision=fp32`.
-    #[arg(long, default_value = "fp32")]
-    dtype: DtypeSelection,
-    /// Execution providers in order of preference: cpu, cuda, tensorrt, coreml, directml, openvino.
-    #[arg(long, default_value = "cpu", value_delimiter = ',')]
-    ep: Vec<Provider>,
-    /// Continue with the next provider when one fails to register (default: fail).
-    #[arg(long)]
-    ep_fallback: bool,
-    #[arg(long, default_value_t = 256)]
-    max_new_tokens: usize,
-    /// Greedy decoding (the default unless --seed is given).
-    #[arg(long, conflicts_with = "seed")]
-    greedy: bool,
-    /// Sample with this seed, using generation_config.json's temperature/top_k/top_p.
-    #[arg(long)]
-    seed: Option<u64>,
-    #[arg(long, requires = "seed")]
-    temperature: Option<f32>,
-    #[arg(long, requires = "seed")]
-    top_k: Option<usize>,
-    #[arg(long, requires = "seed")]
-    top_p: Option<f32>,
-    /// Do not stop at the model's stop ids (benchmarks, parity checks).
-    #[arg(long)]
-    ignore_eos: bool,
-    /// Turn on the thinking channel (its text is hidden from the output).
-    #[arg(long)]
-    thinking: bool,
-    /// Print one JSON object: input_ids, generated_ids, text, timings, providers.
-    #[arg(long)]
-    json: bool,
-}
-
 pub fn run(global: &super::Global, args: GenerateArgs) -> anyhow::Result<u8> {
-    let eps = EpConfig {
-        providers: args.ep.clone(),
-        fallback: args.ep_fallback,
-    };
-    eps.check_compiled()?;
+    let args = settings::resolve_generate(args.settings)?;
+    let eps = args.eps.clone();
     let provisioner = global.provisioner();
     let (env, located) = quire_onnx::runtime::environment(&provisioner, eps.needs_gpu_runtime())
         .context("loading ONNX Runtime")?;
@@ -75,7 +20,7 @@ pub fn run(global: &super::Global, args: GenerateArgs) -> anyhow::Result<u8> {
     let opts = LoadOptions {
         dtype: args.dtype,
         eps,
-        text_only: args.image.is_empty(),
+        text_only: args.images.is_empty(),
     };
     let mut model = Gemma4::load(env, &args.model, &opts)
         .with_context(|| format!("loading model {}", args.model.display()))?;
@@ -83,12 +28,12 @@ pub fn run(global: &super::Global, args: GenerateArgs) -> anyhow::Result<u8> {
 
     let t_pre = Instant::now();
     let mut images = Vec::new();
-    for path in &args.image {
+    for path in &args.images {
         let img = image::open(path).with_context(|| format!("reading image {}", path.display()))?;
         let rgb = Rgb8::from_image(&img);
         images.push(
             model
-                .preprocess(&rgb, args.budget)
+                .preprocess(&rgb, Some(args.budget))
                 .with_context(|| format!("preprocessing {}", path.display()))?,
         );
     }

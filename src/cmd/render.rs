@@ -6,47 +6,13 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use quire_exporters::atomic::{write_atomic, AtomicFile, DEFAULT_MODE};
 use quire_exporters::layout::{display_relative, output_path, prepare_parent};
-use quire_onnx::gemma4::image_processor::{Budget, ResizeRule};
-use quire_pipeline::images::ImageLimits;
+use quire_onnx::gemma4::image_processor::ResizeRule;
+use quire_pipeline::settings::{self, RenderArgs};
 use quire_pipeline::{DocError, ErrorKind, Page, PoolOptions, RenderEvent, WorkerCommand};
 use serde_json::json;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
-
-#[derive(Args)]
-pub struct RenderArgs {
-    /// PDF and image files, and folders (walked recursively).
-    #[arg(required = true, value_name = "INPUT")]
-    inputs: Vec<PathBuf>,
-    /// Visual token budget: 70, 140, 280, 560 or 1120 soft tokens per page.
-    #[arg(long, default_value = "280")]
-    budget: Budget,
-    /// Output folder: PNGs mirror the input tree; pages.jsonl lists pages and failures.
-    #[arg(long, value_name = "DIR")]
-    out: PathBuf,
-    /// PDFium worker processes (default: one per CPU core).
-    #[arg(long, value_name = "N")]
-    workers: Option<usize>,
-    /// Password for encrypted PDFs (visible to other local users in the process list: prefer
-    /// --password-file).
-    #[arg(
-        long,
-        conflicts_with = "password_file",
-        env = "QUIRE_PDF_PASSWORD",
-        hide_env_values = true
-    )]
-    password: Option<String>,
-    /// File whose first line is the password for encrypted PDFs.
-    #[arg(long, value_name = "FILE")]
-    password_file: Option<PathBuf>,
-    /// Seconds a PDF page may take before its worker is killed and the page fails.
-    #[arg(long, value_name = "SECS", default_value = "60")]
-    page_timeout: f64,
-    /// Largest image (width × height, in pixels) decoded; larger ones fail.
-    #[arg(long, value_name = "PIXELS", default_value_t = ImageLimits::default().max_pixels)]
-    max_pixels: u64,
-}
+use std::time::Instant;
 
 #[derive(Args)]
 pub struct PdfWorkerArgs {
@@ -56,21 +22,13 @@ pub struct PdfWorkerArgs {
 }
 
 pub fn run(global: &super::Global, args: RenderArgs) -> anyhow::Result<u8> {
-    if !(args.page_timeout > 0.0 && args.page_timeout.is_finite()) {
-        anyhow::bail!("--page-timeout must be a positive number of seconds");
-    }
-    if args.workers == Some(0) {
-        anyhow::bail!("--workers must be at least 1");
-    }
-    let password = match &args.password_file {
-        Some(file) => Some(read_password(file)?),
-        None => args.password.clone(),
-    };
+    let inputs = args.inputs;
+    let resolved = settings::resolve_render(args.settings)?;
     let started = Instant::now();
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating the output folder {}", args.out.display()))?;
-    let collected =
-        quire_pipeline::sources::collect_excluding(&args.inputs, std::slice::from_ref(&args.out));
+    let out = resolved.out;
+    std::fs::create_dir_all(&out)
+        .with_context(|| format!("creating the output folder {}", out.display()))?;
+    let collected = quire_pipeline::sources::collect_excluding(&inputs, std::slice::from_ref(&out));
     let worker = if collected
         .sources
         .iter()
@@ -86,7 +44,7 @@ pub fn run(global: &super::Global, args: RenderArgs) -> anyhow::Result<u8> {
         None
     };
 
-    let jsonl_path = args.out.join("pages.jsonl");
+    let jsonl_path = out.join("pages.jsonl");
     let mut jsonl = AtomicFile::create(&jsonl_path, DEFAULT_MODE)
         .with_context(|| format!("creating {}", jsonl_path.display()))?;
 
@@ -97,20 +55,20 @@ pub fn run(global: &super::Global, args: RenderArgs) -> anyhow::Result<u8> {
         tally.error(&mut jsonl, error, &progress)?;
     }
 
-    let mut opts = PoolOptions::new(args.budget, worker);
-    if let Some(n) = args.workers {
+    let mut opts = PoolOptions::new(resolved.budget, worker);
+    if let Some(n) = resolved.workers {
         opts.workers = n;
     }
     // One long PDF uses every worker; outputs are per page, so page order does not matter.
     opts.split_long_documents = true;
-    opts.password = password;
-    opts.page_timeout = Duration::from_secs_f64(args.page_timeout);
-    opts.image_limits.max_pixels = args.max_pixels;
+    opts.password = resolved.password.map(|p| p.0);
+    opts.page_timeout = resolved.page_timeout;
+    opts.image_limits.max_pixels = resolved.max_pixels;
     let rule = opts.rule;
 
     for event in quire_pipeline::render::render(collected.sources, opts) {
         match event {
-            RenderEvent::Page(page) => match write_page(&args.out, &page, &rule) {
+            RenderEvent::Page(page) => match write_page(&out, &page, &rule) {
                 Ok(line) => {
                     writeln!(jsonl, "{line}")?;
                     tally.pages += 1;
@@ -237,12 +195,6 @@ fn write_page(out: &Path, page: &Page, rule: &ResizeRule) -> Result<serde_json::
 
 fn relative_to(out: &Path, path: &Path) -> String {
     display_relative(path.strip_prefix(out).unwrap_or(path))
-}
-
-fn read_password(file: &Path) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(file)
-        .with_context(|| format!("reading the password file {}", file.display()))?;
-    Ok(text.lines().next().unwrap_or("").to_string())
 }
 
 fn progress_bar(documents: u64) -> ProgressBar {

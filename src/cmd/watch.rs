@@ -7,12 +7,10 @@
 //! the batch is left (queued) for the next start, and the exit is 0. A second signal exits at
 //! once: what was in flight is marked running and redone next start.
 
-use super::run::{open_job, resolve, JobArgs};
 use anyhow::{bail, Context};
-use clap::Args;
-use quire_exporters::formats::Format;
 use quire_exporters::record::DocumentRecord;
 use quire_pipeline::run::DocumentDone;
+use quire_pipeline::settings::{self, WatchArgs};
 use quire_pipeline::sources::{collect_files, Source};
 use quire_pipeline::watch::{Arrivals, Metrics};
 use std::path::{Path, PathBuf};
@@ -20,59 +18,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-#[derive(Args, Debug)]
-pub struct WatchArgs {
-    /// Folder to watch (with its subfolders).
-    dir: PathBuf,
-    /// Seconds a file's size and modification time must stay unchanged before it is taken. A
-    /// file renamed into place is taken at once.
-    #[arg(long, env = "QUIRE_SETTLE", default_value_t = 2.0)]
-    settle: f64,
-    /// Seconds between full rescans of the folder (a safety net for missed notifications).
-    #[arg(long, env = "QUIRE_RESCAN", default_value_t = 30.0)]
-    rescan: f64,
-    /// Move each source into DIR/done/ or DIR/failed/ once it is processed.
-    #[arg(long = "move", env = "QUIRE_MOVE")]
-    move_sources: bool,
-    /// Prometheus textfile to keep up to date (for node_exporter's textfile collector; name it
-    /// `*.prom`).
-    #[arg(long, env = "QUIRE_METRICS")]
-    metrics: Option<PathBuf>,
-    /// Most documents taken into one batch.
-    #[arg(long, env = "QUIRE_MAX_BATCH", default_value_t = 32)]
-    max_batch: usize,
-    #[command(flatten)]
-    job: JobArgs,
-}
-
 pub fn run(global: &super::Global, args: WatchArgs) -> anyhow::Result<u8> {
     let dir = std::fs::canonicalize(&args.dir)
         .with_context(|| format!("watch folder {}", args.dir.display()))?;
     if !dir.is_dir() {
         bail!("watch folder {} is not a folder", dir.display());
     }
-    if !(args.settle.is_finite()
-        && args.settle >= 0.0
-        && args.rescan.is_finite()
-        && args.rescan > 0.0)
-    {
-        bail!("--settle must be at least 0 and --rescan more than 0 seconds");
-    }
-    if let Some(formats) = &args.job.format {
-        if formats
-            .split(',')
-            .any(|f| matches!(f.trim(), "jsonl" | "csv"))
-        {
-            bail!(
-                "quire watch writes one output per document (--format json,md); results.jsonl \
-                 and results.csv are the summaries of a `quire run`"
-            );
-        }
-    }
-    let mut resolved = resolve(args.job)?;
-    resolved
-        .formats
-        .retain(|f| matches!(f, Format::Json | Format::Markdown));
+    let watch = settings::resolve_watch(args.settings)?;
+    let resolved = &watch.job;
     std::fs::create_dir_all(&resolved.out)
         .with_context(|| format!("creating {}", resolved.out.display()))?;
     let out = std::fs::canonicalize(&resolved.out)?;
@@ -83,7 +36,7 @@ pub fn run(global: &super::Global, args: WatchArgs) -> anyhow::Result<u8> {
             out.display()
         );
     }
-    if let Some(m) = &args.metrics {
+    if let Some(m) = &watch.metrics {
         if m.extension().is_none_or(|e| e != "prom") {
             tracing::warn!(
                 "node_exporter's textfile collector reads only *.prom files, not {}",
@@ -92,23 +45,27 @@ pub fn run(global: &super::Global, args: WatchArgs) -> anyhow::Result<u8> {
         }
     }
     let stop = stop_on_signals()?;
-    let mut job = open_job(global, &resolved)?;
+    let opened = settings::open_job(resolved, &global.provisioner())?;
+    if let Some(bounds) = &opened.schema_bounds {
+        super::run::print_schema_bounds(bounds);
+    }
+    let mut job = opened.job;
 
     let done_dir = dir.join("done");
     let failed_dir = dir.join("failed");
     let mut excluded = vec![out.clone()];
-    if args.move_sources {
+    if watch.move_sources {
         excluded.extend([done_dir.clone(), failed_dir.clone()]);
     }
     let mut arrivals = Arrivals::new(
         &dir,
         excluded,
-        Duration::from_secs_f64(args.settle),
-        Duration::from_secs_f64(args.rescan),
+        Duration::from_secs_f64(watch.settle),
+        Duration::from_secs_f64(watch.rescan),
     );
     let mut metrics = Metrics::default();
     let publish = |metrics: &Metrics| {
-        if let Some(path) = &args.metrics {
+        if let Some(path) = &watch.metrics {
             let text = metrics.render();
             if let Err(e) = quire_exporters::atomic::write_atomic(path, text.as_bytes(), 0o644) {
                 tracing::warn!("metrics file {}: {e}", path.display());
@@ -119,19 +76,19 @@ pub fn run(global: &super::Global, args: WatchArgs) -> anyhow::Result<u8> {
     eprintln!(
         "watching {} (settle {} s, rescan every {} s); outputs in {}; Ctrl-C or SIGTERM stops",
         dir.display(),
-        args.settle,
-        args.rescan,
+        watch.settle,
+        watch.rescan,
         out.display()
     );
 
     let mover = Mover {
-        enabled: args.move_sources,
+        enabled: watch.move_sources,
         root: dir.clone(),
         done: done_dir,
         failed: failed_dir,
     };
     while !stop.load(Ordering::SeqCst) {
-        let ready = arrivals.poll(Duration::from_millis(200), args.max_batch.max(1));
+        let ready = arrivals.poll(Duration::from_millis(200), watch.max_batch.max(1));
         let depth = (arrivals.waiting() + ready.len()) as u64;
         if depth != metrics.queue_depth {
             metrics.queue_depth = depth;

@@ -1,0 +1,437 @@
+//! From the settings as given (flags, environment, config file) to the settings of a command:
+//! defaults applied, files read, everything checked.
+
+use super::commands::{
+    GenerateSettingsArgs, JobSettingsArgs, RenderSettingsArgs, WatchSettingsArgs,
+};
+use super::config::fill_from_file;
+use super::groups::{BudgetOptions, ModelOptions, PageOptions};
+use super::values::{Password, TaskName};
+use super::{SettingsError, DEFAULT_BUDGET};
+use crate::images::ImageLimits;
+use crate::run::task::Task;
+use crate::shard::Shard;
+use quire_exporters::formats::Format;
+use quire_onnx::ep::EpConfig;
+use quire_onnx::gemma4::{Budget, DtypeSelection};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The fully resolved settings of a job (`quire run`, `quire watch`).
+#[derive(Debug, Clone)]
+pub struct JobSettings {
+    pub out: PathBuf,
+    pub model: PathBuf,
+    pub task: Task,
+    pub schema_path: Option<PathBuf>,
+    pub budget: Budget,
+    pub dtype: DtypeSelection,
+    pub eps: EpConfig,
+    pub workers: usize,
+    pub formats: Vec<Format>,
+    pub max_new_tokens: usize,
+    pub batch_size: usize,
+    pub batch_tokens: usize,
+    pub vision_patches: usize,
+    pub text_anchor: bool,
+    pub sampling: Option<u64>,
+    pub password: Option<Password>,
+    pub page_timeout: Duration,
+    pub max_pixels: u64,
+    pub mode: u32,
+    pub allow_partial: bool,
+    pub retries: u32,
+    pub shard: Option<Shard>,
+}
+
+/// Field by field; [`Task`] has no `PartialEq` of its own.
+impl PartialEq for JobSettings {
+    fn eq(&self, other: &Self) -> bool {
+        // Destructured without `..`: a new field must be compared here.
+        let JobSettings {
+            out,
+            model,
+            task,
+            schema_path,
+            budget,
+            dtype,
+            eps,
+            workers,
+            formats,
+            max_new_tokens,
+            batch_size,
+            batch_tokens,
+            vision_patches,
+            text_anchor,
+            sampling,
+            password,
+            page_timeout,
+            max_pixels,
+            mode,
+            allow_partial,
+            retries,
+            shard,
+        } = self;
+        let same_task = match (task, &other.task) {
+            (Task::Ocr, Task::Ocr) => true,
+            (Task::Extract { schema: a }, Task::Extract { schema: b }) => a == b,
+            (Task::Prompt { text: a }, Task::Prompt { text: b }) => a == b,
+            _ => false,
+        };
+        same_task
+            && *out == other.out
+            && *model == other.model
+            && *schema_path == other.schema_path
+            && *budget == other.budget
+            && *dtype == other.dtype
+            && *eps == other.eps
+            && *workers == other.workers
+            && *formats == other.formats
+            && *max_new_tokens == other.max_new_tokens
+            && *batch_size == other.batch_size
+            && *batch_tokens == other.batch_tokens
+            && *vision_patches == other.vision_patches
+            && *text_anchor == other.text_anchor
+            && *sampling == other.sampling
+            && *password == other.password
+            && *page_timeout == other.page_timeout
+            && *max_pixels == other.max_pixels
+            && *mode == other.mode
+            && *allow_partial == other.allow_partial
+            && *retries == other.retries
+            && *shard == other.shard
+    }
+}
+
+/// The settings of `quire watch`: a job's and the watch's own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WatchSettings {
+    pub job: JobSettings,
+    /// Seconds a file must stay unchanged before it is taken.
+    pub settle: f64,
+    /// Seconds between full rescans.
+    pub rescan: f64,
+    pub move_sources: bool,
+    pub metrics: Option<PathBuf>,
+    pub max_batch: usize,
+}
+
+/// The settings of `quire render`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenderSettings {
+    pub out: PathBuf,
+    pub budget: Budget,
+    /// `None`: the pool's default, one per CPU core.
+    pub workers: Option<usize>,
+    pub password: Option<Password>,
+    pub page_timeout: Duration,
+    pub max_pixels: u64,
+}
+
+/// The settings of `quire generate`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateSettings {
+    pub model: PathBuf,
+    pub images: Vec<PathBuf>,
+    pub prompt: String,
+    pub budget: Budget,
+    pub dtype: DtypeSelection,
+    pub eps: EpConfig,
+    pub max_new_tokens: usize,
+    pub seed: Option<u64>,
+    pub greedy: bool,
+    pub temperature: Option<f32>,
+    pub top_k: Option<usize>,
+    pub top_p: Option<f32>,
+    pub ignore_eos: bool,
+    pub thinking: bool,
+    pub json: bool,
+}
+
+/// `args` with its config file (if any) filled in.
+fn with_config_file<T: Serialize + DeserializeOwned>(
+    args: T,
+    config: Option<&Path>,
+) -> Result<T, SettingsError> {
+    match config {
+        Some(path) => fill_from_file(args, path),
+        None => Ok(args),
+    }
+}
+
+/// The settings of a job: flags and environment (`args`), then the config file, then defaults.
+pub fn resolve(args: JobSettingsArgs) -> Result<JobSettings, SettingsError> {
+    let config = args.config.config.clone();
+    job_settings(with_config_file(args, config.as_deref())?)
+}
+
+/// The settings of `quire watch`.
+pub fn resolve_watch(args: WatchSettingsArgs) -> Result<WatchSettings, SettingsError> {
+    let config = args.job.config.config.clone();
+    let WatchSettingsArgs { job, watch } = with_config_file(args, config.as_deref())?;
+    let settle = watch.settle.unwrap_or(2.0);
+    let rescan = watch.rescan.unwrap_or(30.0);
+    if !(settle.is_finite() && settle >= 0.0 && rescan.is_finite() && rescan > 0.0) {
+        return Err(SettingsError::WatchIntervals);
+    }
+    if let Some(formats) = &job.job.format {
+        if formats.contains(Format::Jsonl) || formats.contains(Format::Csv) {
+            return Err(SettingsError::WatchFormats);
+        }
+    }
+    let mut job = job_settings(job)?;
+    job.formats
+        .retain(|f| matches!(f, Format::Json | Format::Markdown));
+    Ok(WatchSettings {
+        job,
+        settle,
+        rescan,
+        move_sources: watch.move_sources.unwrap_or(false),
+        metrics: watch.metrics,
+        max_batch: watch.max_batch.unwrap_or(32),
+    })
+}
+
+/// The settings of `quire render`.
+pub fn resolve_render(args: RenderSettingsArgs) -> Result<RenderSettings, SettingsError> {
+    let config = args.config.config.clone();
+    let RenderSettingsArgs {
+        config: _,
+        output,
+        budget,
+        pages,
+    } = with_config_file(args, config.as_deref())?;
+    let page_timeout = pages.page_timeout()?;
+    let workers = pages.workers()?;
+    let password = pages.password()?;
+    Ok(RenderSettings {
+        out: output.out.ok_or(SettingsError::Required {
+            flag: "--out",
+            key: "out",
+        })?,
+        budget: budget.budget(),
+        workers,
+        password,
+        page_timeout,
+        max_pixels: pages.max_pixels(),
+    })
+}
+
+/// The settings of `quire generate`.
+pub fn resolve_generate(args: GenerateSettingsArgs) -> Result<GenerateSettings, SettingsError> {
+    let config = args.config.config.clone();
+    let GenerateSettingsArgs {
+        config: _,
+        model,
+        generate,
+        budget,
+        generation,
+    } = with_config_file(args, config.as_deref())?;
+    let model_dir = model.model.clone().ok_or(SettingsError::Required {
+        flag: "--model",
+        key: "model",
+    })?;
+    let prompt = generate.prompt.ok_or(SettingsError::Required {
+        flag: "--prompt",
+        key: "prompt",
+    })?;
+    Ok(GenerateSettings {
+        model: model_dir,
+        images: generate.image.unwrap_or_default(),
+        prompt,
+        budget: budget.budget(),
+        dtype: model.dtype(),
+        eps: model.eps()?,
+        max_new_tokens: generation.max_new_tokens.unwrap_or(256),
+        seed: generation.seed,
+        greedy: generate.greedy.unwrap_or(false),
+        temperature: generate.temperature,
+        top_k: generate.top_k,
+        top_p: generate.top_p,
+        ignore_eos: generate.ignore_eos.unwrap_or(false),
+        thinking: generate.thinking.unwrap_or(false),
+        json: generate.json.unwrap_or(false),
+    })
+}
+
+/// A job's settings from `args`, the config file already applied.
+fn job_settings(args: JobSettingsArgs) -> Result<JobSettings, SettingsError> {
+    let JobSettingsArgs {
+        config: _,
+        output,
+        model,
+        job,
+        budget,
+        generation,
+        pages,
+    } = args;
+    let out = output.out.ok_or(SettingsError::Required {
+        flag: "--out",
+        key: "out",
+    })?;
+    let model_dir = model.model.clone().ok_or(SettingsError::Required {
+        flag: "--model",
+        key: "model",
+    })?;
+    let task_name = job.task.unwrap_or(if job.prompt.is_some() {
+        TaskName::Prompt
+    } else if job.schema.is_some() {
+        TaskName::Extract
+    } else {
+        TaskName::Ocr
+    });
+    let task = match task_name {
+        TaskName::Ocr => Task::Ocr,
+        TaskName::Extract => {
+            let path = job
+                .schema
+                .as_ref()
+                .ok_or(SettingsError::ExtractNeedsSchema)?;
+            let text =
+                std::fs::read_to_string(path).map_err(|source| SettingsError::ReadSchema {
+                    path: path.clone(),
+                    source,
+                })?;
+            let schema =
+                serde_json::from_str(&text).map_err(|source| SettingsError::SchemaJson {
+                    path: path.clone(),
+                    source,
+                })?;
+            Task::Extract { schema }
+        }
+        TaskName::Prompt => Task::Prompt {
+            text: job.prompt.clone().ok_or(SettingsError::PromptNeedsText)?,
+        },
+    };
+    let formats = match job.format {
+        Some(formats) => formats.0,
+        None => match task {
+            Task::Extract { .. } => vec![Format::Json, Format::Jsonl],
+            _ => vec![Format::Json, Format::Jsonl, Format::Markdown],
+        },
+    };
+    let password = pages.password()?;
+    let mode = job
+        .mode
+        .map_or(quire_exporters::atomic::DEFAULT_MODE, |m| m.0);
+    let eps = model.eps()?;
+    let max_new_tokens = generation.max_new_tokens.unwrap_or(512);
+    if max_new_tokens == 0 {
+        return Err(SettingsError::MaxNewTokens);
+    }
+    Ok(JobSettings {
+        out,
+        model: model_dir,
+        task,
+        schema_path: job.schema,
+        budget: budget.budget(),
+        dtype: model.dtype(),
+        eps,
+        workers: pages.workers()?.unwrap_or_else(default_workers),
+        formats,
+        max_new_tokens,
+        batch_size: job.batch_size.unwrap_or(4).max(1),
+        batch_tokens: job
+            .batch_tokens
+            .unwrap_or(crate::run::DEFAULT_BATCH_TOKENS)
+            .max(1),
+        vision_patches: job
+            .vision_patches
+            .unwrap_or(crate::run::DEFAULT_VISION_PATCHES)
+            .max(1),
+        text_anchor: !job.no_text_anchor.unwrap_or(false),
+        sampling: generation.seed,
+        password,
+        page_timeout: pages.page_timeout()?,
+        max_pixels: pages.max_pixels(),
+        mode,
+        allow_partial: job.allow_partial.unwrap_or(false),
+        retries: job.retries.unwrap_or(2),
+        shard: match job.shard {
+            Some(shard) => Some(shard),
+            None => Shard::from_env(|k| std::env::var(k).ok()).map_err(SettingsError::ShardEnv)?,
+        },
+    })
+}
+
+/// PDF workers of a job when not given: one per core, at most 4.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get().min(4))
+        .unwrap_or(2)
+}
+
+impl BudgetOptions {
+    /// The budget given, else [`DEFAULT_BUDGET`].
+    pub fn budget(&self) -> Budget {
+        self.budget
+            .unwrap_or_else(|| Budget::try_from(DEFAULT_BUDGET).expect("the default is a budget"))
+    }
+}
+
+impl ModelOptions {
+    /// The weights variant given, else fp32.
+    pub fn dtype(&self) -> DtypeSelection {
+        self.dtype.unwrap_or_default()
+    }
+
+    /// The providers given (else cpu), checked to be compiled in.
+    pub fn eps(&self) -> Result<EpConfig, SettingsError> {
+        let eps = EpConfig {
+            providers: self
+                .ep
+                .as_ref()
+                .map_or_else(|| EpConfig::default().providers, |p| p.0.clone()),
+            fallback: self.ep_fallback.unwrap_or(false),
+        };
+        eps.check_compiled()?;
+        Ok(eps)
+    }
+}
+
+impl PageOptions {
+    /// The password given, or the first line of the password file.
+    pub fn password(&self) -> Result<Option<Password>, SettingsError> {
+        match (&self.password, &self.password_file) {
+            (Some(_), Some(_)) => Err(SettingsError::PasswordConflict),
+            (Some(p), None) => Ok(Some(p.clone())),
+            (None, Some(file)) => {
+                let text = std::fs::read_to_string(file).map_err(|source| {
+                    SettingsError::ReadPassword {
+                        path: file.clone(),
+                        source,
+                    }
+                })?;
+                Ok(Some(Password(
+                    text.lines().next().unwrap_or("").to_string(),
+                )))
+            }
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// The page timeout given (a positive number of seconds), else 60 s.
+    pub fn page_timeout(&self) -> Result<Duration, SettingsError> {
+        let secs = self.page_timeout.unwrap_or(60.0);
+        if !(secs > 0.0 && secs.is_finite()) {
+            return Err(SettingsError::PageTimeout);
+        }
+        Ok(Duration::from_secs_f64(secs))
+    }
+
+    /// The workers given (at least 1), or `None` for the command's default.
+    pub fn workers(&self) -> Result<Option<usize>, SettingsError> {
+        match self.workers {
+            Some(0) => Err(SettingsError::Workers),
+            n => Ok(n),
+        }
+    }
+
+    /// The image decoder's pixel limit given, else [`ImageLimits`]' default.
+    pub fn max_pixels(&self) -> u64 {
+        self.max_pixels
+            .unwrap_or_else(|| ImageLimits::default().max_pixels)
+    }
+}
