@@ -12,6 +12,7 @@
 
 pub mod document;
 mod export;
+pub mod fault;
 pub mod generate;
 mod preprocess;
 pub mod render;

@@ -131,7 +131,10 @@ fn encode_group(encoder: &mut VisionEncoder, group: &mut [Document], budget: usi
             .map(|&(d, p)| group[d].pages[p].image.as_ref().expect("an image"))
             .collect();
         let t = Instant::now();
-        let result = encoder.encode(&images);
+        let result = match super::fault::injected(super::fault::Stage::Vision) {
+            Some(error) => Err(error),
+            None => encoder.encode(&images),
+        };
         let took = t.elapsed();
         in_encoder += took;
         let mut docs: Vec<usize> = run.iter().map(|&(d, _)| d).collect();

@@ -13,6 +13,7 @@ pub use loop_guard::LoopGuardConfig;
 pub use processor::{compile_constraint, CompileError};
 
 use super::document::Document;
+use super::fault::{self, Stage};
 use super::settings::RunSettings;
 use crate::stage::StageReport;
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
@@ -146,7 +147,14 @@ fn run(
                 })
                 .collect();
             let started = Instant::now();
-            let admitted = batch.admit(model, &seqs, &mut s.processor);
+            let admitted = match fault::injected(Stage::Generate) {
+                // As a failed prefill: the group is taken down, the running batch unchanged.
+                Some(error) => Err(BatchFailure {
+                    ids: seqs.iter().map(|seq| seq.id).collect(),
+                    error,
+                }),
+                None => batch.admit(model, &seqs, &mut s.processor),
+            };
             inference += started.elapsed();
             match admitted {
                 Ok(Admission::Joined(done)) => s.route(model, done),

@@ -2,6 +2,7 @@
 //! document's data (extract: decoded, validated, per-page results merged) or text (ocr, prompt).
 
 use super::super::document::Document;
+use super::super::fault::{self, Stage};
 use super::super::settings::RunSettings;
 use super::super::task::{self, Task};
 use super::processor::SequenceState;
@@ -87,7 +88,11 @@ pub(super) fn finish_doc(
         _ => {
             let mut parts = Vec::with_capacity(outputs.len());
             for ((ids, _, _), prompt) in outputs.into_iter().zip(prompts) {
-                match model.decode_text(&ids) {
+                let decoded = match fault::injected(Stage::Decode) {
+                    Some(error) => Err(error),
+                    None => model.decode_text(&ids),
+                };
+                match decoded {
                     Ok(text) => parts.push((prompt.pages[0], text.trim().to_string())),
                     Err(e) => {
                         return doc.fail(
@@ -105,5 +110,178 @@ pub(super) fn finish_doc(
                 .join("\n\n");
             doc.text = Some(joined);
         }
+    }
+}
+
+/// The failures of an `extract` output that constrained decoding keeps out of end-to-end runs
+/// (the schema's bounds make a complete object always fit `--max-new-tokens`, and the mask only
+/// offers tokens the schema allows), produced here through the sequence processor and
+/// [`finish_doc`] with the tiny model's tokenizer.
+#[cfg(test)]
+mod tests {
+    use super::super::processor::SequenceProcessor;
+    use super::super::prompts::Prompt;
+    use super::*;
+    use crate::page::Page;
+    use quire_constrained::JsonConstraint;
+    use quire_exporters::record::ErrorRecord;
+    use quire_onnx::gemma4::{Budget, LoadOptions, LogitsProcessor, Sampling};
+    use quire_onnx::provision::Provisioner;
+    use serde_json::json;
+    use std::path::PathBuf;
+
+    fn model() -> Gemma4 {
+        let provisioner = Provisioner::from_env(false);
+        let (env, _) = quire_onnx::runtime::environment(&provisioner, false).expect("ONNX Runtime");
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../samples/models/tiny-gemma4");
+        let opts = LoadOptions {
+            text_only: true,
+            ..Default::default()
+        };
+        Gemma4::load(env, dir, &opts).expect("tiny model")
+    }
+
+    fn schema() -> serde_json::Value {
+        json!({"type": "object", "properties": {"title": {"type": "string", "maxLength": 8}},
+               "required": ["title"]})
+    }
+
+    fn settings() -> RunSettings {
+        RunSettings {
+            task: Task::Extract { schema: schema() },
+            budget: Budget::try_from(70).unwrap(),
+            max_new_tokens: 64,
+            sampling: Sampling::Greedy,
+            text_anchor: false,
+            batch_size: 1,
+            batch_tokens: 16384,
+            vision_patches: 20160,
+            max_pages_per_prompt: 8,
+            model_id: "tiny-gemma4".into(),
+            dtype: "fp32".into(),
+            execution_provider: "cpu".into(),
+            schema_name: None,
+            loop_guard: Default::default(),
+            fingerprint: String::new(),
+        }
+    }
+
+    /// A one-page document, as the render stage hands it on.
+    fn document() -> Document {
+        let page = Page {
+            source: PathBuf::from("doc.png"),
+            relative: PathBuf::from("doc.png"),
+            page_index: 0,
+            page_count: Some(1),
+            image: image::RgbImage::from_pixel(48, 48, image::Rgb([255, 255, 255])),
+            original_px: None,
+            points: None,
+            text_layer: None,
+            render_ms: 0.0,
+        };
+        Document::rendered(0, "0".repeat(64), Ok(vec![page]), 0.0)
+    }
+
+    /// Feeds `text`'s tokens to a sequence of the generate stage's processor as if the model
+    /// had chosen them, ends the sequence with `reason` and finishes the document.
+    fn extract(
+        model: &Gemma4,
+        constraint: &JsonConstraint,
+        text: &str,
+        reason: FinishReason,
+    ) -> ErrorRecord {
+        let settings = settings();
+        let ids = model.tokenizer.encode(text).unwrap();
+        let mut processor = SequenceProcessor::new(Some(constraint), settings.loop_guard);
+        processor.start(0);
+        let mut generated = Vec::new();
+        for &id in &ids {
+            generated.push(id);
+            if processor.on_token(0, id) {
+                break;
+            }
+        }
+        let state = processor.finish(0).expect("started");
+        let generation = Generation {
+            generated_ids: generated,
+            finish_reason: reason,
+            prefill_logits: None,
+        };
+        let mut doc = document();
+        let prompt = Prompt {
+            pages: vec![0],
+            input_ids: Vec::new(),
+        };
+        let output = finish_sequence(&settings, &mut doc, &prompt, generation, state);
+        finish_doc(
+            model,
+            Some(constraint),
+            &settings,
+            &mut doc,
+            &[prompt],
+            vec![output],
+        );
+        assert!(doc.data.is_none(), "{:?}", doc.data);
+        doc.error.expect("the document failed")
+    }
+
+    #[test]
+    fn outputs_of_the_generate_stage_fail_with_their_kinds() {
+        let model = model();
+        let constraint = crate::run::compile_constraint(&model, &schema(), 64).unwrap();
+
+        // A token the schema does not allow: the constraint stops the sequence.
+        let error = extract(&model, &constraint, "Sure! {", FinishReason::Processor);
+        assert_eq!(error.kind, ErrorKind::ConstraintFailed, "{error:?}");
+        assert_eq!(error.page, None);
+
+        // A valid beginning, then --max-new-tokens reached.
+        let error = extract(&model, &constraint, r#"{"title":"ab"#, FinishReason::Length);
+        assert_eq!(error.kind, ErrorKind::IncompleteOutput, "{error:?}");
+        assert!(error
+            .message
+            .contains("before the JSON object was complete"));
+
+        // The same object completed is a result: the failures above are the outputs' own.
+        let settings = settings();
+        let ids = model.tokenizer.encode(r#"{"title":"ab"}"#).unwrap();
+        let mut doc = document();
+        let prompt = Prompt {
+            pages: vec![0],
+            input_ids: Vec::new(),
+        };
+        let outputs = vec![(ids, None, true)];
+        finish_doc(
+            &model,
+            Some(&constraint),
+            &settings,
+            &mut doc,
+            &[prompt],
+            outputs,
+        );
+        assert_eq!(doc.error, None);
+        assert_eq!(doc.data, Some(json!({"title": "ab"})));
+
+        // A complete object that the independent validation rejects (too long a string).
+        let ids = model
+            .tokenizer
+            .encode(r#"{"title":"far too long"}"#)
+            .unwrap();
+        let mut doc = document();
+        let prompt = Prompt {
+            pages: vec![0],
+            input_ids: Vec::new(),
+        };
+        let outputs = vec![(ids, None, true)];
+        finish_doc(
+            &model,
+            Some(&constraint),
+            &settings,
+            &mut doc,
+            &[prompt],
+            outputs,
+        );
+        let error = doc.error.expect("failed");
+        assert_eq!(error.kind, ErrorKind::InvalidOutput, "{error:?}");
     }
 }
