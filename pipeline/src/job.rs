@@ -292,8 +292,22 @@ impl Job {
             .filter(|r| r.content_sha256 == sha && r.settings.fingerprint == self.fingerprint)
     }
 
+    /// The record of an input that could not even be read, written where its output would
+    /// have gone when it has a place under the output folder (`relative`), like any failed
+    /// document. `quire run` and `quire watch` report such inputs this way.
+    pub fn report_input_error(&self, error: &DocError, relative: Option<&Path>) -> DocumentRecord {
+        let mut record = self.error_record(error);
+        if let Some(relative) = relative {
+            record.source = quire_exporters::layout::display_relative(relative);
+            if let Err(e) = self.exporter.write_document(relative, &record) {
+                tracing::warn!("{e}");
+            }
+        }
+        record
+    }
+
     /// The record of an input that could not even be read.
-    pub fn error_record(&self, error: &DocError) -> DocumentRecord {
+    fn error_record(&self, error: &DocError) -> DocumentRecord {
         record::failed_before_run(
             &self.settings,
             error.path.display().to_string(),

@@ -91,7 +91,10 @@ fn walk(root: &Path, exclude: &[PathBuf], out: &mut Collected) {
                     "symlink loop: the folder links back to one of its parents; not walked again"
                         .to_string()
                 } else if let Some(io) = e.io_error() {
-                    return out.errors.push(io_error(&path, io));
+                    // One unreadable entry (a dangling symlink, a folder without permission)
+                    // is reported; the rest of the folder is still walked.
+                    out.errors.push(io_error(&path, io));
+                    continue;
                 } else {
                     e.to_string()
                 };
@@ -223,6 +226,22 @@ mod tests {
                 (root.join("empty.pdf"), ErrorKind::EmptyFile)
             ]
         );
+    }
+
+    #[test]
+    fn an_unreadable_entry_is_reported_and_the_walk_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("in");
+        write(&root.join("c.pdf"), b"%PDF-1.4\n");
+        write(&root.join("z.png"), b"\x89PNG\r\n\x1a\nrest");
+        std::os::unix::fs::symlink(root.join("missing.pdf"), root.join("a.pdf")).unwrap();
+        std::os::unix::fs::symlink("itself.pdf", root.join("itself.pdf")).unwrap();
+        let got = collect(std::slice::from_ref(&root));
+        let rel: Vec<_> = got.sources.iter().map(|s| s.relative.clone()).collect();
+        assert_eq!(rel, [PathBuf::from("c.pdf"), "z.png".into()]);
+        let errors: Vec<_> = got.errors.iter().map(|e| e.path.clone()).collect();
+        assert_eq!(errors, [root.join("a.pdf"), root.join("itself.pdf")]);
+        assert_eq!(got.errors[0].kind, ErrorKind::NotFound);
     }
 
     #[test]

@@ -35,15 +35,8 @@ pub fn run(global: &super::Global, args: RunArgs) -> anyhow::Result<u8> {
     // An unreadable input has no hash: shard 0 reports it.
     let report_input_errors = resolved.shard.is_none_or(|s| s.index == 0);
     for error in collected.errors.iter().filter(|_| report_input_errors) {
-        let mut record = job.error_record(error);
-        // An unreadable file inside an input folder gets its error record where its output
-        // would have gone, like any failed document.
-        if let Some(relative) = relative_to_inputs(&inputs, &error.path) {
-            record.source = quire_exporters::layout::display_relative(&relative);
-            if let Err(e) = job.exporter().write_document(&relative, &record) {
-                tracing::warn!("{e}");
-            }
-        }
+        let relative = relative_to_inputs(&inputs, &error.path);
+        let record = job.report_input_error(error, relative.as_deref());
         all.push((error.path.clone(), record));
     }
     all.sort_by(|a, b| a.0.cmp(&b.0));

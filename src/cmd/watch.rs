@@ -101,11 +101,7 @@ pub fn run(global: &super::Global, args: WatchArgs) -> anyhow::Result<u8> {
         let collected = collect_files(&dir, &ready);
         for error in &collected.errors {
             let relative = error.path.strip_prefix(&dir).unwrap_or(&error.path);
-            let mut record = job.error_record(error);
-            record.source = quire_exporters::layout::display_relative(relative);
-            if let Err(e) = job.exporter().write_document(relative, &record) {
-                tracing::warn!("{e}");
-            }
+            let record = job.report_input_error(error, Some(relative));
             eprintln!("FAILED {error}");
             metrics.documents_failed += 1;
             mover.finish(&error.path, &record, &mut arrivals);
