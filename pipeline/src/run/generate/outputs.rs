@@ -243,44 +243,30 @@ mod tests {
             .contains("before the JSON object was complete"));
 
         // The same object completed is a result: the failures above are the outputs' own.
-        let settings = settings();
-        let ids = model.tokenizer.encode(r#"{"title":"ab"}"#).unwrap();
-        let mut doc = document();
-        let prompt = Prompt {
-            pages: vec![0],
-            input_ids: Vec::new(),
+        let finish_complete = |text: &str| {
+            let ids = model.tokenizer.encode(text).unwrap();
+            let mut doc = document();
+            let prompt = Prompt {
+                pages: vec![0],
+                input_ids: Vec::new(),
+            };
+            let outputs = vec![(ids, None, true)];
+            finish_doc(
+                &model,
+                Some(&constraint),
+                &settings(),
+                &mut doc,
+                &[prompt],
+                outputs,
+            );
+            doc
         };
-        let outputs = vec![(ids, None, true)];
-        finish_doc(
-            &model,
-            Some(&constraint),
-            &settings,
-            &mut doc,
-            &[prompt],
-            outputs,
-        );
+        let doc = finish_complete(r#"{"title":"ab"}"#);
         assert_eq!(doc.error, None);
         assert_eq!(doc.data, Some(json!({"title": "ab"})));
 
         // A complete object that the independent validation rejects (too long a string).
-        let ids = model
-            .tokenizer
-            .encode(r#"{"title":"far too long"}"#)
-            .unwrap();
-        let mut doc = document();
-        let prompt = Prompt {
-            pages: vec![0],
-            input_ids: Vec::new(),
-        };
-        let outputs = vec![(ids, None, true)];
-        finish_doc(
-            &model,
-            Some(&constraint),
-            &settings,
-            &mut doc,
-            &[prompt],
-            outputs,
-        );
+        let doc = finish_complete(r#"{"title":"far too long"}"#);
         let error = doc.error.expect("failed");
         assert_eq!(error.kind, ErrorKind::InvalidOutput, "{error:?}");
     }
