@@ -26,12 +26,9 @@ pub enum SettingsError {
     },
     #[error("config file {}: {message}", path.display())]
     ConfigMerge { path: PathBuf, message: String },
-    /// A setting without default that no source gave.
-    #[error("{flag} is required (or `{key}` in the config file)")]
-    Required {
-        flag: &'static str,
-        key: &'static str,
-    },
+    /// A setting without default that no source gave (its config file key).
+    #[error("--{flag} is required (or `{key}` in the config file)", flag = .0.replace('_', "-"), key = .0)]
+    Required(&'static str),
     #[error("--task extract needs --schema FILE")]
     ExtractNeedsSchema,
     #[error("--task prompt needs --prompt TEXT")]

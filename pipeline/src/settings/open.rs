@@ -75,15 +75,14 @@ pub fn open_job(r: &JobSettings, provisioner: &Provisioner) -> Result<OpenedJob,
         path: r.model.clone(),
         source,
     })?;
-    // Compile the schema before touching any document: an unsupported one fails here.
-    let constraint = match &r.task {
-        Task::Extract { schema } => Some(crate::run::compile_constraint(
-            &model,
-            schema,
-            r.max_new_tokens,
-        )?),
+    let schema_value = match &r.task {
+        Task::Extract { schema } => Some(schema),
         _ => None,
     };
+    // Compile the schema before touching any document: an unsupported one fails here.
+    let constraint = schema_value
+        .map(|schema| crate::run::compile_constraint(&model, schema, r.max_new_tokens))
+        .transpose()?;
     let schema_bounds = constraint.as_ref().map(|c| {
         let prepared = c.schema();
         SchemaBounds {
@@ -93,10 +92,6 @@ pub fn open_job(r: &JobSettings, provisioner: &Provisioner) -> Result<OpenedJob,
             worst_case_tokens: prepared.worst_case_tokens,
         }
     });
-    let schema_value = match &r.task {
-        Task::Extract { schema } => Some(schema),
-        _ => None,
-    };
     let exporter = Exporter::new(&r.out, &r.formats, r.mode, schema_value)?;
     let sampling = match r.sampling {
         None => Sampling::Greedy,

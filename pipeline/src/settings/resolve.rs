@@ -207,10 +207,7 @@ pub fn resolve_render(args: RenderSettingsArgs) -> Result<RenderSettings, Settin
     let workers = pages.workers()?;
     let password = pages.password()?;
     Ok(RenderSettings {
-        out: output.out.ok_or(SettingsError::Required {
-            flag: "--out",
-            key: "out",
-        })?,
+        out: output.out.ok_or(SettingsError::Required("out"))?,
         budget: budget.budget(),
         workers,
         password,
@@ -229,14 +226,11 @@ pub fn resolve_generate(args: GenerateSettingsArgs) -> Result<GenerateSettings, 
         budget,
         generation,
     } = with_config_file(args, config.as_deref())?;
-    let model_dir = model.model.clone().ok_or(SettingsError::Required {
-        flag: "--model",
-        key: "model",
-    })?;
-    let prompt = generate.prompt.ok_or(SettingsError::Required {
-        flag: "--prompt",
-        key: "prompt",
-    })?;
+    let model_dir = model
+        .model
+        .clone()
+        .ok_or(SettingsError::Required("model"))?;
+    let prompt = generate.prompt.ok_or(SettingsError::Required("prompt"))?;
     Ok(GenerateSettings {
         model: model_dir,
         images: generate.image.unwrap_or_default(),
@@ -267,14 +261,11 @@ fn job_settings(args: JobSettingsArgs) -> Result<JobSettings, SettingsError> {
         generation,
         pages,
     } = args;
-    let out = output.out.ok_or(SettingsError::Required {
-        flag: "--out",
-        key: "out",
-    })?;
-    let model_dir = model.model.clone().ok_or(SettingsError::Required {
-        flag: "--model",
-        key: "model",
-    })?;
+    let out = output.out.ok_or(SettingsError::Required("out"))?;
+    let model_dir = model
+        .model
+        .clone()
+        .ok_or(SettingsError::Required("model"))?;
     let task_name = job.task.unwrap_or(if job.prompt.is_some() {
         TaskName::Prompt
     } else if job.schema.is_some() {
