@@ -85,7 +85,11 @@ pub fn decode_pages(
 ) -> Result<u32, DocError> {
     match format {
         InputFormat::Tiff => decode_tiff(path, limits, page),
-        InputFormat::Png | InputFormat::Jpeg | InputFormat::Webp => {
+        InputFormat::Jpeg => {
+            page(0, decode_jpeg(path, limits)?);
+            Ok(1)
+        }
+        InputFormat::Png | InputFormat::Webp => {
             page(0, decode_single(path, format, limits)?);
             Ok(1)
         }
@@ -104,7 +108,6 @@ fn decode_single(
 ) -> Result<RgbImage, DocError> {
     let image_format = match format {
         InputFormat::Png => image::ImageFormat::Png,
-        InputFormat::Jpeg => image::ImageFormat::Jpeg,
         InputFormat::Webp => image::ImageFormat::WebP,
         _ => unreachable!("decode_single is for single-image formats"),
     };
@@ -122,6 +125,89 @@ fn decode_single(
     let img = DynamicImage::from_decoder(decoder).map_err(|e| image_error(path, e))?;
     Ok(to_rgb(img))
 }
+
+/// A JPEG, decoded by zune-jpeg (the decoder behind `image`'s) in strict mode: `image` decodes
+/// leniently, and a truncated file or damaged data then comes out with grey rows and no error.
+/// Strict, those are errors: a page the model would half see is a failed document, not a result.
+fn decode_jpeg(path: &Path, limits: &ImageLimits) -> Result<RgbImage, DocError> {
+    use zune_jpeg::zune_core::{bytestream::ZCursor, colorspace::ColorSpace};
+    let bytes = std::fs::read(path).map_err(|e| crate::error::io_error(path, &e))?;
+    let side = limits.max_pixels.min(u16::MAX as u64) as usize;
+    let options = zune_jpeg::zune_core::options::DecoderOptions::default()
+        .set_strict_mode(true)
+        .set_max_width(side)
+        .set_max_height(side);
+    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(&bytes[..]), options);
+    decoder.decode_headers().map_err(|e| jpeg_error(path, e))?;
+    let (w, h) = decoder.dimensions().expect("headers decoded");
+    let (w, h) = (w as u32, h as u32);
+    check_pixels(path, w, h, limits)?;
+    let gray = matches!(
+        decoder.input_colorspace(),
+        Some(ColorSpace::Luma | ColorSpace::LumaA)
+    );
+    let out = if gray {
+        ColorSpace::Luma
+    } else {
+        ColorSpace::RGB
+    };
+    if w as u64 * h as u64 * out.num_components() as u64 > limits.max_alloc {
+        return Err(DocError::new(
+            path,
+            ErrorKind::ImageTooLarge,
+            format!(
+                "image is {w}x{h}: decoding it needs more than the limit of {} bytes",
+                limits.max_alloc
+            ),
+        ));
+    }
+    decoder.set_options(decoder.options().jpeg_set_out_colorspace(out));
+    let pixels = decoder.decode().map_err(|e| jpeg_error(path, e))?;
+    let img = if gray {
+        image::GrayImage::from_raw(w, h, pixels).map(DynamicImage::ImageLuma8)
+    } else {
+        RgbImage::from_raw(w, h, pixels).map(DynamicImage::ImageRgb8)
+    };
+    let img = img.ok_or_else(|| {
+        DocError::new(
+            path,
+            ErrorKind::ImageCorrupt,
+            "the JPEG decoder returned fewer pixels than the image has",
+        )
+    })?;
+    Ok(to_rgb(img))
+}
+
+fn jpeg_error(path: &Path, err: zune_jpeg::errors::DecodeErrors) -> DocError {
+    use zune_jpeg::errors::DecodeErrors as E;
+    use zune_jpeg::zune_core::bytestream::ZByteIoError;
+    let (kind, message) = match err {
+        E::LargeDimensions(_) => (
+            ErrorKind::ImageTooLarge,
+            format!("JPEG exceeds the decoder limits: {err}"),
+        ),
+        E::Unsupported(_) => (
+            ErrorKind::ImageCorrupt,
+            format!("unsupported JPEG variant: {err}"),
+        ),
+        // What strict mode says where the data runs out before the image does.
+        E::ExhaustedData
+        | E::FormatStatic("Premature end of buffer")
+        | E::IoErrors(ZByteIoError::NotEnoughBytes(..)) => {
+            (ErrorKind::ImageCorrupt, TRUNCATED_JPEG.to_string())
+        }
+        other => (
+            ErrorKind::ImageCorrupt,
+            format!(
+                "cannot decode JPEG: {}",
+                other.to_string().trim_matches('"')
+            ),
+        ),
+    };
+    DocError::new(path, kind, message)
+}
+
+const TRUNCATED_JPEG: &str = "JPEG is truncated (the file ends before the image data does)";
 
 fn check_pixels(path: &Path, w: u32, h: u32, limits: &ImageLimits) -> Result<(), DocError> {
     if w == 0 || h == 0 {
@@ -398,5 +484,31 @@ mod tests {
             decode_pages(&path, InputFormat::Png, &ImageLimits::default(), |_, _| {}).unwrap_err();
         assert_eq!(err.kind, ErrorKind::ImageCorrupt, "{err}");
         assert_eq!(err.path, path);
+    }
+
+    #[test]
+    fn a_truncated_jpeg_is_an_error_not_grey_rows() {
+        let whole =
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../samples/receipt.jpg");
+        let mut got = vec![];
+        decode_pages(
+            &whole,
+            InputFormat::Jpeg,
+            &ImageLimits::default(),
+            |_, img| got.push(img.dimensions()),
+        )
+        .unwrap();
+        assert_eq!(got.len(), 1, "the whole file decodes");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cut.jpg");
+        let bytes = std::fs::read(&whole).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        let err = decode_pages(&path, InputFormat::Jpeg, &ImageLimits::default(), |_, _| {
+            panic!("decoded")
+        })
+        .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::ImageCorrupt, "{err}");
+        assert_eq!(err.path, path);
+        assert!(err.message.contains("truncated"), "{err}");
     }
 }
