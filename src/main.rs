@@ -3,7 +3,8 @@
 
 mod cmd;
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use quire_pipeline::settings;
 use std::process::ExitCode;
 
@@ -59,8 +60,10 @@ enum Command {
 
 fn main() -> ExitCode {
     fix_mmap_threshold();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     init_logging(cli.verbose);
+    warn_of_password_flag(&matches);
     let global = cmd::Global {
         offline: cli.offline,
     };
@@ -80,6 +83,22 @@ fn main() -> ExitCode {
             eprintln!("error: {err:#}");
             ExitCode::from(exit::USAGE)
         }
+    }
+}
+
+/// `--password` on the command line can be read by every local user (`ps`, `/proc/PID/cmdline`)
+/// for as long as quire runs. It still works; this says what to use instead.
+fn warn_of_password_flag(matches: &clap::ArgMatches) {
+    let Some((_, command)) = matches.subcommand() else {
+        return;
+    };
+    if command.ids().any(|id| id == "password")
+        && command.value_source("password") == Some(ValueSource::CommandLine)
+    {
+        eprintln!(
+            "warning: --password on the command line is visible to other users of this machine \
+             (ps, /proc/PID/cmdline); use --password-file FILE or the QUIRE_PASSWORD variable"
+        );
     }
 }
 

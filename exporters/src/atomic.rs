@@ -58,6 +58,13 @@ impl AtomicFile {
         })
     }
 
+    /// Flushes and fsyncs the temporary: the bytes are on disk (a full disk fails here, before
+    /// anything is renamed), and [`AtomicFile::commit`] only has to rename.
+    pub fn sync(&mut self) -> std::io::Result<()> {
+        self.buf.flush()?;
+        self.buf.get_ref().sync_all()
+    }
+
     /// Flushes, fsyncs and renames the file into place, then fsyncs the folder.
     pub fn commit(self) -> std::io::Result<()> {
         let AtomicFile { path, tmp, buf } = self;

@@ -1,10 +1,11 @@
 //! The output formats: a JSON file and a Markdown file per document, and `results.jsonl` /
 //! `results.csv` over all documents of a run.
 
-use crate::atomic::write_atomic;
+use crate::atomic::{write_atomic, AtomicFile};
 use crate::layout::{output_path, prepare_parent, LayoutError};
 use crate::record::DocumentRecord;
 use serde_json::Value;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -37,10 +38,11 @@ impl std::str::FromStr for Format {
 pub enum ExportError {
     #[error(transparent)]
     Layout(#[from] LayoutError),
-    #[error("{path}: {source}")]
+    /// The cause is in the message (not a `source`): records carry the message alone.
+    #[error("cannot write {}: {error}", path.display())]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("--format csv needs a flat schema (an object of scalar properties): {0}")]
     NotFlat(String),
@@ -84,30 +86,51 @@ impl Exporter {
     }
 
     /// The per-document files (`<source>.json`, `<source>.md`) for the document at `relative`
-    /// (its path under its input root). Returns the paths written.
+    /// (its path under its input root). All or nothing: each file is written completely to its
+    /// temporary first, and only then are they renamed into place (the JSON last), so a failure
+    /// (a full disk) leaves the previous outputs or none, never a new JSON without its
+    /// Markdown. Returns the paths written.
     pub fn write_document(
         &self,
         relative: &Path,
         record: &DocumentRecord,
     ) -> Result<Vec<PathBuf>, ExportError> {
-        let mut written = Vec::new();
+        let mut files = Vec::new();
         if self.formats.contains(&Format::Json) {
-            let path = output_path(&self.out, relative, "json")?;
-            self.write(&path, &document_json(record))?;
-            written.push(path);
+            files.push((
+                output_path(&self.out, relative, "json")?,
+                document_json(record),
+            ));
         }
         if self.formats.contains(&Format::Markdown) {
             if let Some(text) = &record.text {
-                let path = output_path(&self.out, relative, "md")?;
                 let mut bytes = text.clone().into_bytes();
                 if !bytes.ends_with(b"\n") {
                     bytes.push(b'\n');
                 }
-                self.write(&path, &bytes)?;
-                written.push(path);
+                files.push((output_path(&self.out, relative, "md")?, bytes));
             }
         }
-        Ok(written)
+        // Dropped on an error, the temporaries written so far are removed.
+        let mut staged = Vec::with_capacity(files.len());
+        for (path, bytes) in &files {
+            prepare_parent(&self.out, path)?;
+            let io = |error| ExportError::Io {
+                path: path.clone(),
+                error,
+            };
+            let mut file = AtomicFile::create(path, self.mode).map_err(io)?;
+            file.write_all(bytes).map_err(io)?;
+            file.sync().map_err(io)?;
+            staged.push((path, file));
+        }
+        for (path, file) in staged.into_iter().rev() {
+            file.commit().map_err(|error| ExportError::Io {
+                path: path.clone(),
+                error,
+            })?;
+        }
+        Ok(files.into_iter().map(|(path, _)| path).collect())
     }
 
     /// `results.jsonl` and `results.csv` over `records` (in the order given), replaced whole.
@@ -129,9 +152,9 @@ impl Exporter {
 
     fn write(&self, path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
         prepare_parent(&self.out, path)?;
-        write_atomic(path, bytes, self.mode).map_err(|source| ExportError::Io {
+        write_atomic(path, bytes, self.mode).map_err(|error| ExportError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         })
     }
 }
@@ -325,5 +348,32 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("json, jsonl, csv or md"));
+    }
+
+    #[test]
+    fn a_document_whose_markdown_cannot_be_written_keeps_its_old_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path();
+        let exporter = Exporter::new(out, &[Format::Json, Format::Markdown], 0o600, None).unwrap();
+        std::fs::write(out.join("a.pdf.json"), b"old").unwrap();
+        // A folder where the Markdown goes: its temporary is written, the rename fails.
+        std::fs::create_dir(out.join("a.pdf.md")).unwrap();
+        let err = exporter
+            .write_document(Path::new("a.pdf"), &record("a.pdf", None, None))
+            .unwrap_err();
+        assert!(
+            err.to_string().starts_with(&format!(
+                "cannot write {}: ",
+                out.join("a.pdf.md").display()
+            )),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(out.join("a.pdf.json")).unwrap(), b"old");
+        let mut names: Vec<_> = std::fs::read_dir(out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["a.pdf.json", "a.pdf.md"], "no temporaries left");
     }
 }

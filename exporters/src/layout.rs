@@ -6,10 +6,11 @@ use std::path::{Component, Path, PathBuf};
 pub enum LayoutError {
     #[error("{path}: output path would leave the output folder ({reason})")]
     Escape { path: PathBuf, reason: &'static str },
-    #[error("{path}: {source}")]
+    /// The cause is in the message (not a `source`): records carry the message alone.
+    #[error("cannot create {}: {error}", path.display())]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -49,7 +50,7 @@ pub fn output_path(out: &Path, relative: &Path, extension: &str) -> Result<PathB
 pub fn prepare_parent(out: &Path, file: &Path) -> Result<(), LayoutError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| LayoutError::Io { path, source }
+        move |error| LayoutError::Io { path, error }
     };
     std::fs::create_dir_all(out).map_err(io(out))?;
     let relative = file

@@ -63,6 +63,8 @@ pub fn io_error(path: &std::path::Path, err: &std::io::Error) -> DocError {
     let message = match err.kind() {
         std::io::ErrorKind::NotFound => "no such file or folder".to_string(),
         std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+        // Ours (`sniff::open_regular`: "not a regular file (a FIFO)") or the OS's, already clear.
+        std::io::ErrorKind::InvalidInput => err.to_string(),
         _ => format!("cannot read: {err}"),
     };
     DocError::new(path, kind, message)

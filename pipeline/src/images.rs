@@ -2,10 +2,10 @@
 //! and resized to exactly what the Gemma 4 image processor would produce.
 
 use crate::error::{DocError, ErrorKind};
-use crate::sniff::InputFormat;
+use crate::sniff::{open_regular, InputFormat};
 use image::{DynamicImage, ImageDecoder, RgbImage, RgbaImage};
 use quire_onnx::gemma4::image_processor::{resize_bicubic, Budget, ResizeRule, Rgb8, TooThin};
-use std::io::BufReader;
+use std::io::{BufReader, Read};
 use std::path::Path;
 
 /// Decoder limits: no decompression bombs.
@@ -111,7 +111,7 @@ fn decode_single(
         InputFormat::Webp => image::ImageFormat::WebP,
         _ => unreachable!("decode_single is for single-image formats"),
     };
-    let file = std::fs::File::open(path).map_err(|e| crate::error::io_error(path, &e))?;
+    let file = open_regular(path).map_err(|e| crate::error::io_error(path, &e))?;
     let mut reader = image::ImageReader::with_format(BufReader::new(file), image_format);
     let mut image_limits = image::Limits::default();
     let side = limits.max_pixels.min(u32::MAX as u64) as u32;
@@ -131,7 +131,10 @@ fn decode_single(
 /// Strict, those are errors: a page the model would half see is a failed document, not a result.
 fn decode_jpeg(path: &Path, limits: &ImageLimits) -> Result<RgbImage, DocError> {
     use zune_jpeg::zune_core::{bytestream::ZCursor, colorspace::ColorSpace};
-    let bytes = std::fs::read(path).map_err(|e| crate::error::io_error(path, &e))?;
+    let mut bytes = Vec::new();
+    open_regular(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(|e| crate::error::io_error(path, &e))?;
     let side = limits.max_pixels.min(u16::MAX as u64) as usize;
     let options = zune_jpeg::zune_core::options::DecoderOptions::default()
         .set_strict_mode(true)
@@ -264,7 +267,7 @@ fn decode_tiff(
     mut page: impl FnMut(u32, RgbImage),
 ) -> Result<u32, DocError> {
     use tiff::decoder::{Decoder, Limits};
-    let file = std::fs::File::open(path).map_err(|e| crate::error::io_error(path, &e))?;
+    let file = open_regular(path).map_err(|e| crate::error::io_error(path, &e))?;
     let mut tiff_limits = Limits::default();
     tiff_limits.decoding_buffer_size = limits.max_alloc.min(usize::MAX as u64) as usize;
     let mut decoder = Decoder::new(BufReader::new(file))

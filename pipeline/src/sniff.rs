@@ -64,7 +64,7 @@ pub enum Sniffed {
 /// Reads the head of `path` and sniffs it.
 pub fn sniff_file(path: &Path) -> std::io::Result<Sniffed> {
     let mut head = Vec::with_capacity(SNIFF_LEN);
-    std::fs::File::open(path)?
+    open_regular(path)?
         .take(SNIFF_LEN as u64)
         .read_to_end(&mut head)?;
     Ok(if head.is_empty() {
@@ -72,6 +72,52 @@ pub fn sniff_file(path: &Path) -> std::io::Result<Sniffed> {
     } else {
         sniff(&head).map_or(Sniffed::Unknown, Sniffed::Known)
     })
+}
+
+/// Opens `path` for reading if it is a regular file, else fails with
+/// [`std::io::ErrorKind::InvalidInput`] saying what it is. Inputs are read only this way: opening
+/// a FIFO for reading waits for a writer, maybe forever, and a device may never end. The type is
+/// checked before opening (opening some devices has effects) and again on the open file, which
+/// is opened non-blocking so that a FIFO swapped in between cannot block either.
+pub fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let not_regular = |kind: std::fs::FileType| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("not a regular file ({})", file_kind(kind)),
+        )
+    };
+    let kind = std::fs::metadata(path)?.file_type();
+    if !kind.is_file() {
+        return Err(not_regular(kind));
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let kind = file.metadata()?.file_type();
+    if !kind.is_file() {
+        return Err(not_regular(kind));
+    }
+    Ok(file)
+}
+
+/// What a file system entry is, in words.
+pub fn file_kind(kind: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_file() {
+        "a regular file"
+    } else if kind.is_dir() {
+        "a folder"
+    } else if kind.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_block_device() || kind.is_char_device() {
+        "a device"
+    } else {
+        "not a file"
+    }
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -100,6 +146,18 @@ mod tests {
         let mut late = vec![b' '; 2000];
         late.extend_from_slice(b"%PDF-1.4");
         assert_eq!(sniff(&late), None);
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_waiting_for_a_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pipe.pdf");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // Opened the usual way this would block until a writer came, i.e. forever.
+        let err = sniff_file(&fifo).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+        assert_eq!(err.to_string(), "not a regular file (a FIFO (named pipe))");
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! Inputs: files and folders turned into a deterministic list of documents, each sniffed by its
 //! content. Folders are walked recursively in name order; symlinks are followed but loops are
-//! detected and reported, never walked forever.
+//! detected and reported, never walked forever. Only regular files are ever opened: a FIFO,
+//! socket or device found in a folder is skipped with a warning (a FIFO would block its reader
+//! forever), and one given by name is an error.
 
 use crate::error::{io_error, DocError, ErrorKind};
-use crate::sniff::{sniff_file, InputFormat, Sniffed};
+use crate::sniff::{file_kind, sniff_file, InputFormat, Sniffed};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -25,7 +27,8 @@ pub struct Collected {
     /// Inputs that cannot be processed (missing, unreadable, not a supported format, ...).
     pub errors: Vec<DocError>,
     /// Files in walked folders that are neither a supported format by content nor by name
-    /// (`notes.txt`, `.DS_Store`): skipped without an error.
+    /// (`notes.txt`, `.DS_Store`), and entries that are not regular files (FIFOs, sockets,
+    /// devices; never opened, and logged as a warning): skipped without an error.
     pub skipped: Vec<PathBuf>,
 }
 
@@ -47,7 +50,7 @@ pub fn collect_excluding(inputs: &[PathBuf], exclude: &[PathBuf]) -> Collected {
     let mut out = Collected::default();
     for input in inputs {
         match std::fs::metadata(input) {
-            Err(e) => out.errors.push(io_error(input, &e)),
+            Err(e) => out.errors.push(unreadable(input, &e)),
             Ok(meta) if meta.is_dir() => walk(input, &exclude, &mut out),
             Ok(_) => {
                 let relative = input
@@ -93,7 +96,7 @@ fn walk(root: &Path, exclude: &[PathBuf], out: &mut Collected) {
                 } else if let Some(io) = e.io_error() {
                     // One unreadable entry (a dangling symlink, a folder without permission)
                     // is reported; the rest of the folder is still walked.
-                    out.errors.push(io_error(&path, io));
+                    out.errors.push(unreadable(&path, io));
                     continue;
                 } else {
                     e.to_string()
@@ -101,7 +104,17 @@ fn walk(root: &Path, exclude: &[PathBuf], out: &mut Collected) {
                 out.errors.push(DocError::new(path, ErrorKind::Io, message));
             }
             Ok(entry) => {
-                if !entry.file_type().is_file() {
+                let kind = entry.file_type();
+                if kind.is_dir() {
+                    continue;
+                }
+                if !kind.is_file() {
+                    tracing::warn!(
+                        "skipping {}: not a regular file ({}); quire reads only regular files",
+                        entry.path().display(),
+                        file_kind(kind)
+                    );
+                    out.skipped.push(entry.into_path());
                     continue;
                 }
                 let relative = entry
@@ -115,10 +128,40 @@ fn walk(root: &Path, exclude: &[PathBuf], out: &mut Collected) {
     }
 }
 
+/// The record of an input that cannot be read, saying so when it is a symlink to nothing or a
+/// loop of symlinks (the OS only says "not found" or "too many levels of symbolic links").
+fn unreadable(path: &Path, err: &std::io::Error) -> DocError {
+    let link = std::fs::read_link(path);
+    match (err.kind(), link) {
+        (std::io::ErrorKind::NotFound, Ok(target)) => DocError::new(
+            path,
+            ErrorKind::NotFound,
+            format!(
+                "dangling symlink: its target {} does not exist",
+                target.display()
+            ),
+        ),
+        (_, Ok(_)) if err.raw_os_error() == Some(libc::ELOOP) => DocError::new(
+            path,
+            ErrorKind::Io,
+            "symlink loop: the link leads back to itself and never reaches a file",
+        ),
+        _ => io_error(path, err),
+    }
+}
+
 fn classify(path: PathBuf, relative: PathBuf, explicit: bool, out: &mut Collected) {
     let claimed = InputFormat::from_extension(&path);
     match sniff_file(&path) {
-        Err(e) => out.errors.push(io_error(&path, &e)),
+        // Not a regular file (`sniff_file` opens no other): an error when asked for by name.
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput && !explicit => {
+            tracing::warn!(
+                "skipping {}: {e}; quire reads only regular files",
+                path.display()
+            );
+            out.skipped.push(path);
+        }
+        Err(e) => out.errors.push(unreadable(&path, &e)),
         Ok(Sniffed::Known(format)) => out.sources.push(Source {
             path,
             relative,
@@ -242,6 +285,55 @@ mod tests {
         let errors: Vec<_> = got.errors.iter().map(|e| e.path.clone()).collect();
         assert_eq!(errors, [root.join("a.pdf"), root.join("itself.pdf")]);
         assert_eq!(got.errors[0].kind, ErrorKind::NotFound);
+        assert_eq!(
+            got.errors[0].message,
+            format!(
+                "dangling symlink: its target {} does not exist",
+                root.join("missing.pdf").display()
+            )
+        );
+        assert_eq!(got.errors[1].kind, ErrorKind::Io);
+        assert!(got.errors[1].message.starts_with("symlink loop"));
+    }
+
+    #[test]
+    fn fifos_and_sockets_are_never_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("in");
+        write(&root.join("a.png"), b"\x89PNG\r\n\x1a\nrest");
+        let fifo = root.join("pipe.pdf");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let socket = root.join("socket.png");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        // In a folder: skipped (opening the FIFO would wait for a writer forever).
+        let got = collect(std::slice::from_ref(&root));
+        assert_eq!(got.sources.len(), 1);
+        assert!(got.errors.is_empty(), "{:?}", got.errors);
+        assert_eq!(got.skipped, [fifo.clone(), socket.clone()]);
+        // By name: an error saying what it is.
+        let got = collect(&[fifo.clone(), socket.clone()]);
+        assert!(got.sources.is_empty());
+        let errors: Vec<_> = got
+            .errors
+            .iter()
+            .map(|e| (e.path.clone(), e.kind, e.message.clone()))
+            .collect();
+        assert_eq!(
+            errors,
+            [
+                (
+                    fifo,
+                    ErrorKind::Io,
+                    "not a regular file (a FIFO (named pipe))".to_string()
+                ),
+                (
+                    socket,
+                    ErrorKind::Io,
+                    "not a regular file (a socket)".to_string()
+                )
+            ]
+        );
     }
 
     #[test]

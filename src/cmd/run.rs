@@ -41,7 +41,9 @@ pub fn run(global: &super::Global, args: RunArgs) -> anyhow::Result<u8> {
     }
     all.sort_by(|a, b| a.0.cmp(&b.0));
     let records: Vec<DocumentRecord> = all.into_iter().map(|(_, r)| r).collect();
-    job.exporter().write_summaries(&records)?;
+    // Documents were processed: a summary that cannot be written (a full disk) is reported
+    // after them, not instead of them.
+    let summaries = job.exporter().write_summaries(&records);
     print_summary(&batch.summary, &resolved.out);
     let failed = records.iter().filter(|r| r.error.is_some()).count();
     if batch.skipped_done > 0 {
@@ -52,6 +54,10 @@ pub fn run(global: &super::Global, args: RunArgs) -> anyhow::Result<u8> {
     }
     for e in &collected.errors {
         eprintln!("FAILED {e}");
+    }
+    if let Err(e) = summaries {
+        eprintln!("error: {e}");
+        return Ok(crate::exit::PARTIAL);
     }
     Ok(if failed > 0 && !resolved.allow_partial {
         crate::exit::PARTIAL

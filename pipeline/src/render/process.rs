@@ -12,6 +12,9 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// The environment variable of `--password`, which workers do not inherit.
+pub const PASSWORD_VARIABLE: &str = "QUIRE_PASSWORD";
+
 /// How to start a worker: normally the running `quire` binary with `pdf-worker --pdfium LIB`.
 #[derive(Debug, Clone)]
 pub struct WorkerCommand {
@@ -80,6 +83,9 @@ impl WorkerProcess {
         std::os::unix::process::CommandExt::process_group(&mut child, 0);
         let mut child = child
             .args(&command.args)
+            // The password of encrypted PDFs goes to the worker with each job, over stdin;
+            // it must not be in its environment (`/proc/PID/environ`) either.
+            .env_remove(PASSWORD_VARIABLE)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

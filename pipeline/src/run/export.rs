@@ -1,5 +1,6 @@
 //! The export stage: a document's record (result or error record) written in every output
-//! format, atomically. A write that fails becomes the document's error record.
+//! format, atomically. A write that fails (a full disk) becomes the document's error record,
+//! `output_failed`, naming the file and the cause.
 
 use super::document::Document;
 use super::settings::RunSettings;
@@ -26,11 +27,19 @@ pub(super) fn spawn(
         let source = &sources[index];
         let mut record = record::from_document(&settings, source, doc);
         if let Err(e) = exporter.write_document(&source.relative, &record) {
-            record.error.get_or_insert(ErrorRecord {
-                kind: ErrorKind::OutputFailed,
-                message: e.to_string(),
-                page: None,
-            });
+            // None of its outputs were put in place: the document failed. Its error record
+            // goes in their place if it still can (a full disk may have room for the small
+            // JSON alone); results.jsonl and the summary carry it in any case.
+            if record.error.is_none() {
+                record.error = Some(ErrorRecord {
+                    kind: ErrorKind::OutputFailed,
+                    message: e.to_string(),
+                    page: None,
+                });
+                record.data = None;
+                record.text = None;
+                let _ = exporter.write_document(&source.relative, &record);
+            }
         }
         record
             .run

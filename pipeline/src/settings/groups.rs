@@ -46,8 +46,8 @@ pub struct PageOptions {
     /// PDF rendering worker processes (default: one per CPU core, at most 4 for run and watch).
     #[arg(long, env = "QUIRE_WORKERS", value_name = "N")]
     pub workers: Option<usize>,
-    /// Password of encrypted PDFs (visible to other local users in the process list: prefer
-    /// --password-file).
+    /// Password of encrypted PDFs (on the command line it is visible to other local users in
+    /// the process list: prefer --password-file or QUIRE_PASSWORD).
     #[arg(
         long,
         env = "QUIRE_PASSWORD",

@@ -15,6 +15,12 @@ use std::sync::Arc;
 /// What can go wrong opening a job: nothing has been processed yet.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenJobError {
+    /// The cause is in the message (not a `source`), said once.
+    #[error("the output folder {} cannot be written: {error}", path.display())]
+    OutputFolder {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
@@ -58,6 +64,8 @@ pub struct OpenedJob {
 /// store. Everything that can be wrong with the settings fails here, before any document. The
 /// PDF workers are this executable (`quire pdf-worker`).
 pub fn open_job(r: &JobSettings, provisioner: &Provisioner) -> Result<OpenedJob, OpenJobError> {
+    // First, so that a read-only or full output folder is said before the model loads.
+    check_writable(&r.out)?;
     let gpu = r.eps.needs_gpu_runtime();
     let (env, _) = quire_onnx::runtime::environment(provisioner, gpu)?;
     let pdfium = provisioner.ensure(&crate::pdfium::PDFIUM)?;
@@ -152,6 +160,18 @@ pub fn open_job(r: &JobSettings, provisioner: &Provisioner) -> Result<OpenedJob,
         options,
     )?;
     Ok(OpenedJob { job, schema_bounds })
+}
+
+/// Creates `out` if needed and writes (and removes) a small file in it.
+fn check_writable(out: &Path) -> Result<(), OpenJobError> {
+    let err = |error| OpenJobError::OutputFolder {
+        path: out.to_path_buf(),
+        error,
+    };
+    std::fs::create_dir_all(out).map_err(err)?;
+    let probe = out.join(format!(".quire-write-check.{}", std::process::id()));
+    std::fs::write(&probe, b"quire").map_err(err)?;
+    std::fs::remove_file(&probe).map_err(err)
 }
 
 /// The model's name as recorded in outputs: its directory name.
