@@ -69,3 +69,16 @@ pub fn io_error(path: &std::path::Path, err: &std::io::Error) -> DocError {
     };
     DocError::new(path, kind, message)
 }
+
+/// [`io_error`] for an input that was listed (walked or given, and found) and is read later: gone
+/// by then, it was deleted or moved during the run, and the record says so.
+pub fn vanished_or_io_error(path: &std::path::Path, err: &std::io::Error) -> DocError {
+    let mut error = io_error(path, err);
+    if error.kind == ErrorKind::NotFound {
+        error.message =
+            "no such file: it was there when the inputs were listed, and was deleted or moved \
+             during the run"
+                .into();
+    }
+    error
+}

@@ -230,9 +230,10 @@ impl Job {
             let sha = match state::file_sha256(&source.path) {
                 Ok(sha) => sha,
                 Err(e) => {
-                    let error = crate::error::io_error(&source.path, &e);
-                    let mut record = self.error_record(&error);
-                    record.source = display(&source);
+                    // Listed by the walk, unreadable now (deleted or replaced since): an
+                    // error record like any input that cannot be read.
+                    let error = crate::error::vanished_or_io_error(&source.path, &e);
+                    let record = self.report_input_error(&error, Some(&source.relative));
                     plan.kept.push((source, record));
                     continue;
                 }

@@ -6,7 +6,7 @@
 
 use super::process::{Received, StartError, WorkerCommand, WorkerProcess};
 use super::protocol::{RenderJob, Reply};
-use crate::error::{DocError, ErrorKind};
+use crate::error::{vanished_or_io_error, DocError, ErrorKind};
 use crate::images::{decode_pages, into_budget_size, ImageLimits};
 use crate::page::Page;
 use crate::sniff::InputFormat;
@@ -390,6 +390,10 @@ impl Slot {
         }
         match decoded {
             Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) if e.kind == ErrorKind::NotFound && e.page.is_none() => {
+                let error = std::io::Error::from(std::io::ErrorKind::NotFound);
+                self.error(tally, vanished_or_io_error(&source.path, &error))
+            }
             Ok(Err(e)) => self.error(tally, e),
             Err(_) => self.error(
                 tally,
@@ -486,7 +490,14 @@ impl Slot {
                             )?;
                         }
                         Received::Frame(Reply::DocError { kind, message }, _) => {
-                            self.error(tally, DocError::new(path, kind, message))?;
+                            let error = match kind {
+                                ErrorKind::NotFound => {
+                                    let e = std::io::Error::from(std::io::ErrorKind::NotFound);
+                                    vanished_or_io_error(path, &e)
+                                }
+                                _ => DocError::new(path, kind, message),
+                            };
+                            self.error(tally, error)?;
                         }
                         Received::Frame(Reply::Done, _) => {
                             self.worker = Some(worker);

@@ -170,8 +170,10 @@ fn check_writable(out: &Path) -> Result<(), OpenJobError> {
     };
     std::fs::create_dir_all(out).map_err(err)?;
     let probe = out.join(format!(".quire-write-check.{}", std::process::id()));
-    std::fs::write(&probe, b"quire").map_err(err)?;
-    std::fs::remove_file(&probe).map_err(err)
+    // On a full disk the file may be created and its bytes refused: removed either way.
+    let written = std::fs::write(&probe, b"quire");
+    let removed = std::fs::remove_file(&probe);
+    written.and(removed).map_err(err)
 }
 
 /// The model's name as recorded in outputs: its directory name.
