@@ -317,6 +317,17 @@ fn fifos_sockets_and_broken_symlinks_in_an_input_folder() {
     std::os::unix::fs::symlink("self.pdf", input.join("self.pdf")).unwrap();
     std::fs::create_dir(input.join("sub")).unwrap();
     std::os::unix::fs::symlink(&input, input.join("sub/loop")).unwrap();
+    // Named on the command line, the FIFO is an error record: it is never opened.
+    let out = tmp.path().join("out-named");
+    let mut cmd = quire_run(&input.join("pipe.pdf"), &out, &[]);
+    cmd.arg(input.join("good.png"));
+    let ran = run(cmd, MINUTES);
+    assert_eq!(ran.code, Some(3));
+    let error = assert_failed(&ran, &out, "pipe.pdf", "io");
+    assert_eq!(error["message"], "not a regular file (a FIFO (named pipe))");
+    assert_done(&out, "good.png");
+
+    // In the folder: the broken symlinks are records, the FIFO and the socket warnings.
     let out = tmp.path().join("out");
     let ran = run(quire_run(&input, &out, &[]), MINUTES);
     assert_eq!(ran.code, Some(3), "the broken symlinks failed");
@@ -352,16 +363,6 @@ fn fifos_sockets_and_broken_symlinks_in_an_input_folder() {
         assert!(!out.join(format!("{name}.json")).exists());
     }
     assert_eq!(results(&out).len(), 4, "good.png and the three symlinks");
-
-    // Named on the command line, the FIFO is an error record; it is still never opened.
-    let out = tmp.path().join("out-named");
-    let mut cmd = quire_run(&input.join("pipe.pdf"), &out, &[]);
-    cmd.arg(input.join("good.png"));
-    let ran = run(cmd, MINUTES);
-    assert_eq!(ran.code, Some(3));
-    let error = assert_failed(&ran, &out, "pipe.pdf", "io");
-    assert_eq!(error["message"], "not a regular file (a FIFO (named pipe))");
-    assert_done(&out, "good.png");
 }
 
 /// A tmpfs mounted for a test (root only), unmounted when dropped.
@@ -467,6 +468,12 @@ fn a_disk_that_fills_up_leaves_no_half_written_document() {
     assert_done(&out, "top.png");
     for name in ["sub/a.png", "sub/b.jpg"] {
         let error = &record_of(&out, name)["error"];
+        // Never a transcript, nor a JSON that claims one: at most the error record.
+        assert!(!out.join(format!("{name}.md")).exists(), "{name}.md");
+        let json = out.join(format!("{name}.json"));
+        if json.exists() {
+            assert_eq!(read_json(&json)["error"], *error, "{name}.json");
+        }
         assert_eq!(error["kind"], "output_failed", "{name}");
         let message = error["message"].as_str().unwrap();
         let written = out.join(name);
@@ -476,12 +483,6 @@ fn a_disk_that_fills_up_leaves_no_half_written_document() {
             "{message}"
         );
         assert!(ran.stderr.contains(message), "the summary says it");
-        // Never a transcript, nor a JSON that claims one: at most the error record.
-        assert!(!out.join(format!("{name}.md")).exists(), "{name}.md");
-        let json = out.join(format!("{name}.json"));
-        if json.exists() {
-            assert_eq!(read_json(&json)["error"], *error);
-        }
     }
     assert_no_temporaries(&out);
     let state = status(&out);
@@ -563,6 +564,22 @@ fn children(pid: u32) -> Vec<u32> {
     found
 }
 
+/// A quire process, killed with its workers if the test fails while it runs.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            for pid in children(self.0.id()) {
+                // SAFETY: a process this test started (through quire).
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            }
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 #[test]
 fn the_password_is_not_in_any_worker_command_line_or_environment() {
     let truth = read_json(&sample("ground_truth.json"));
@@ -570,21 +587,14 @@ fn the_password_is_not_in_any_worker_command_line_or_environment() {
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("in");
     std::fs::create_dir_all(&input).unwrap();
-    std::fs::copy(sample("malformed/encrypted.pdf"), input.join("locked.pdf")).unwrap();
-
-    // Given as --password: it works, with a warning that it shows in the process list.
-    let out = tmp.path().join("out");
-    let ran = run(quire_run(&input, &out, &["--password", password]), MINUTES);
-    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
-    assert_done(&out, "locked.pdf");
-    let warning = "warning: --password on the command line is visible to other users of this \
-                   machine (ps, /proc/PID/cmdline); use --password-file FILE or the \
-                   QUIRE_PASSWORD variable";
-    assert!(ran.stderr.contains(warning), "{}", ran.stderr);
+    std::fs::copy(
+        sample("malformed/encrypted.pdf"),
+        input.join("locked-hang.pdf"),
+    )
+    .unwrap();
 
     // Given as QUIRE_PASSWORD: no warning, and the worker that opens the PDF (held on its
     // first page by the test hook) has it neither on its command line nor in its environment.
-    std::fs::rename(input.join("locked.pdf"), input.join("locked-hang.pdf")).unwrap();
     let out = tmp.path().join("out-env");
     let mut cmd = quire_run(&input, &out, &["--page-timeout", "600"]);
     cmd.env("QUIRE_PASSWORD", password)
@@ -592,7 +602,7 @@ fn the_password_is_not_in_any_worker_command_line_or_environment() {
     let logs = tempfile::tempdir().unwrap();
     cmd.stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(logs.path().join("stderr")).unwrap());
-    let mut quire = cmd.spawn().unwrap();
+    let mut quire = KillOnDrop(cmd.spawn().unwrap());
     let deadline = Instant::now() + MINUTES;
     let pdf = input.join("locked-hang.pdf");
     // The worker once it has the job (and the password, over its stdin): it holds the PDF open.
@@ -604,14 +614,14 @@ fn the_password_is_not_in_any_worker_command_line_or_environment() {
             .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|p| p == pdf))
     };
     let worker = loop {
-        if let Some(worker) = children(quire.id())
+        if let Some(worker) = children(quire.0.id())
             .into_iter()
             .find(|&c| has_the_pdf_open(c))
         {
             break worker;
         }
         assert!(Instant::now() < deadline, "no PDF worker opened the PDF");
-        assert!(quire.try_wait().unwrap().is_none(), "quire ended early");
+        assert!(quire.0.try_wait().unwrap().is_none(), "quire ended early");
         std::thread::sleep(Duration::from_millis(20));
     };
     let cmdline = std::fs::read(format!("/proc/{worker}/cmdline")).unwrap();
@@ -620,7 +630,7 @@ fn the_password_is_not_in_any_worker_command_line_or_environment() {
     // Done looking: the hung worker is killed, which fails the document.
     // SAFETY: a process this test started (through quire).
     unsafe { libc::kill(worker as libc::pid_t, libc::SIGKILL) };
-    let status = quire.wait().unwrap();
+    let status = quire.0.wait().unwrap();
     let contains = |hay: &[u8]| {
         hay.windows(password.len())
             .any(|w| w == password.as_bytes())
@@ -642,4 +652,15 @@ fn the_password_is_not_in_any_worker_command_line_or_environment() {
     assert!(!stderr.contains("warning: --password"), "{stderr}");
     let error = &record_of(&out, "locked-hang.pdf")["error"];
     assert_eq!(error["kind"], "worker_crashed", "{error}");
+
+    // Given as --password: it works, with a warning that it shows in the process list.
+    std::fs::rename(input.join("locked-hang.pdf"), input.join("locked.pdf")).unwrap();
+    let out = tmp.path().join("out-flag");
+    let ran = run(quire_run(&input, &out, &["--password", password]), MINUTES);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert_done(&out, "locked.pdf");
+    let warning = "warning: --password on the command line is visible to other users of this \
+                   machine (ps, /proc/PID/cmdline); use --password-file FILE or the \
+                   QUIRE_PASSWORD variable";
+    assert!(ran.stderr.contains(warning), "{}", ran.stderr);
 }
