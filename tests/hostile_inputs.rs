@@ -61,6 +61,8 @@ fn run(mut cmd: Command, limit: Duration) -> Ran {
     let stderr_path = logs.path().join("stderr");
     cmd.stdout(std::fs::File::create(logs.path().join("stdout")).unwrap())
         .stderr(std::fs::File::create(&stderr_path).unwrap());
+    // Reaped below by `wait4`, which `Child::wait` does not give (it has no resource usage).
+    #[allow(clippy::zombie_processes)]
     let child = cmd.spawn().expect("start quire");
     let pid = child.id() as libc::pid_t;
     let deadline = Instant::now() + limit;
