@@ -7,7 +7,7 @@
 //! written atomically, and only then marked done or failed.
 
 use crate::render::PoolOptions;
-use crate::run::render::Documents;
+use crate::run::render::{Documents, Split};
 use crate::run::{DocumentDone, RunSettings, RunSummary};
 use crate::shard::Shard;
 use crate::sources::Source;
@@ -156,7 +156,8 @@ impl Job {
             crate::render::render_while(sources.to_vec(), self.options.pool.clone(), move || {
                 !stop.load(Ordering::SeqCst)
             });
-        let documents = Documents::new(events, &sources, plan.hashes.clone());
+        let split = Split::for_pages_per_prompt(self.settings.max_pages_per_prompt);
+        let documents = Documents::new(events, &sources, plan.hashes.clone(), split);
         let model = self.model.take().expect("no batch is running");
         let store = &self.store;
         let fingerprint = &self.fingerprint;
