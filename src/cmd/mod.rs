@@ -2,6 +2,7 @@
 
 pub mod generate;
 pub mod merge;
+pub mod output;
 pub mod progress;
 pub mod render;
 pub mod run;
@@ -19,3 +20,4 @@ impl Global {
         quire_onnx::provision::Provisioner::from_env(self.offline)
     }
 }
+
