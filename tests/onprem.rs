@@ -130,9 +130,16 @@ fn wait_for(path: &Path, child: &mut Child) {
     let deadline = Instant::now() + Duration::from_secs(600);
     while !path.exists() {
         if let Some(status) = child.try_wait().unwrap() {
-            panic!("the watch exited ({status}) before writing {}", path.display());
+            panic!(
+                "the watch exited ({status}) before writing {}",
+                path.display()
+            );
         }
-        assert!(Instant::now() < deadline, "no {} after 10 minutes", path.display());
+        assert!(
+            Instant::now() < deadline,
+            "no {} after 10 minutes",
+            path.display()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -149,7 +156,9 @@ fn commands_that_load_onnx_runtime_create_only_their_outputs() {
     sandbox.inputs("watched", &["strip.png"]);
 
     let (input, out, model) = (sandbox.arg("in"), sandbox.arg("out"), model());
-    let mut args = vec!["run", &input, "--out", &out, "--model", &model, "--task", "ocr"];
+    let mut args = vec![
+        "run", &input, "--out", &out, "--model", &model, "--task", "ocr",
+    ];
     args.extend(FAST);
     let run = output(sandbox.quire(&args));
     assert_eq!(run.status.code(), Some(0), "run");
@@ -283,7 +292,11 @@ impl Offline<'_> {
                 opens || addresses
             })
             .collect();
-        assert!(network.is_empty(), "{name} used the network:\n{}", network.join("\n"));
+        assert!(
+            network.is_empty(),
+            "{name} used the network:\n{}",
+            network.join("\n")
+        );
     }
 
     /// The pid of the quire process: strace's child, or the one started when there is no strace
@@ -378,7 +391,10 @@ fn logs_to_a_pipe_carry_no_colour_codes() {
     let run = output(sandbox.quire(&args));
     assert_eq!(run.status.code(), Some(0));
     let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(stderr.contains(" INFO ") && stderr.contains(" DEBUG "), "{stderr}");
+    assert!(
+        stderr.contains(" INFO ") && stderr.contains(" DEBUG "),
+        "{stderr}"
+    );
     assert!(stderr.contains("[2/2 documents] done"), "{stderr}");
     assert!(!stderr.contains('\x1b'), "escape codes in:\n{stderr:?}");
 }

@@ -48,7 +48,9 @@ pub fn run(global: &super::Global, args: SetupArgs) -> anyhow::Result<u8> {
                 missing += 1;
                 outln!(
                     "{:<16} {:<8} MISSING (install with `quire setup`, or set {})",
-                    spec.name, spec.version, spec.env_var
+                    spec.name,
+                    spec.version,
+                    spec.env_var
                 )?;
             }
         }

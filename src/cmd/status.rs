@@ -40,11 +40,15 @@ pub fn run(_global: &super::Global, args: StatusArgs) -> anyhow::Result<u8> {
     } else {
         outln!(
             "done {}  failed {}  running {}  queued {}",
-            counts.done, counts.failed, counts.running, counts.queued
+            counts.done,
+            counts.failed,
+            counts.running,
+            counts.queued
         )?;
         outln!(
             "{} pages done in {:.1} s of processing ({pages_per_s:.2} pages/s over the run)",
-            counts.pages_done, counts.busy_seconds
+            counts.pages_done,
+            counts.busy_seconds
         )?;
         for f in &failures {
             outln!("FAILED {} (attempts {}): {}", f.source, f.attempts, f.error)?;
