@@ -8,7 +8,8 @@
 //! * no network: `run`, `watch`, `render`, `generate`, `status` and `merge` succeed in a network
 //!   namespace without interfaces and, traced with strace, open no socket but local (AF_UNIX)
 //!   ones (the telemetry client also looked up its collector in DNS);
-//! * logs without colour codes when stderr is not a terminal.
+//! * logs without colour codes when stderr is not a terminal (`run` with debug logs, and every
+//!   command of the network check).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -268,6 +269,11 @@ impl Offline<'_> {
     fn run(&self, name: &str, args: &[&str]) -> Output {
         let out = output(self.command(name, args));
         assert_eq!(out.status.code(), Some(0), "{name} without a network");
+        // Piped, so plain: no colour codes, no progress bar.
+        assert!(
+            !out.stderr.contains(&0x1b),
+            "{name}: escape codes on stderr"
+        );
         self.check(name);
         out
     }
