@@ -115,8 +115,8 @@ fn fix_mmap_threshold() {
 }
 
 /// ONNX Runtime 1.31 carries Microsoft's 1DS telemetry client: building its environment writes
-/// `~/.cache/Microsoft/DeveloperTools/.onnxruntime/{deviceid,onnxruntime.db}` and looks up the
-/// collector's address in DNS, before `with_telemetry(false)` can switch it off. The library
+/// `~/.cache/Microsoft/DeveloperTools/.onnxruntime/{deviceid,onnxruntime.db}` and `$TMPDIR/.ses`
+/// and looks up the collector's address in DNS, before `with_telemetry(false)` can switch it off. The library
 /// reads `ORT_DISABLE_TELEMETRY` instead. Set here, before any thread starts (changing the
 /// environment is only sound single-threaded), for every subcommand and the PDF workers alike.
 fn disable_onnxruntime_telemetry() {

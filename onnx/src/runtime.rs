@@ -123,8 +123,9 @@ pub fn environment(
 
 /// The variable that keeps ONNX Runtime's built-in telemetry (Microsoft's 1DS client) from
 /// starting: without it, building the environment writes a device id and an event database
-/// under `$XDG_CACHE_HOME/Microsoft/DeveloperTools/.onnxruntime/` and resolves the collector's
-/// host name, whatever `with_telemetry(false)` says afterwards.
+/// under `$XDG_CACHE_HOME/Microsoft/DeveloperTools/.onnxruntime/` and a session file
+/// `$TMPDIR/.ses`, and resolves the collector's host name, whatever `with_telemetry(false)`
+/// says afterwards.
 pub const DISABLE_TELEMETRY_VAR: &str = "ORT_DISABLE_TELEMETRY";
 pub const DISABLE_TELEMETRY_VALUE: &str = "1";
 
