@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 pub fn run(global: &super::Global, args: RunArgs) -> anyhow::Result<u8> {
     let inputs = args.inputs;
+    super::check_inputs_exist(&inputs)?;
     let resolved = settings::resolve(args.settings)?;
     let collected = quire_pipeline::collect(&inputs);
     if collected.sources.is_empty() && collected.errors.is_empty() {
