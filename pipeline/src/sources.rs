@@ -159,17 +159,19 @@ pub fn format_name(f: InputFormat) -> &'static str {
 }
 
 /// The same file given twice is processed once; two different files that would write the same
-/// outputs (same relative path from different roots) make the later one an error.
+/// outputs (same relative path from different roots, or names that differ only in bytes the
+/// display form replaces) make the later one an error.
 fn dedupe(out: &mut Collected) {
     let mut seen_files = std::collections::HashSet::new();
-    let mut seen_outputs: HashMap<PathBuf, PathBuf> = HashMap::new();
+    let mut seen_outputs: HashMap<String, PathBuf> = HashMap::new();
     let mut kept = Vec::with_capacity(out.sources.len());
     for source in out.sources.drain(..) {
         let canonical = std::fs::canonicalize(&source.path).unwrap_or_else(|_| source.path.clone());
         if !seen_files.insert(canonical) {
             continue;
         }
-        if let Some(first) = seen_outputs.get(&source.relative) {
+        let output = quire_exporters::layout::display_relative(&source.relative);
+        if let Some(first) = seen_outputs.get(&output) {
             out.errors.push(DocError::new(
                 &source.path,
                 ErrorKind::DuplicateOutput,
@@ -181,7 +183,7 @@ fn dedupe(out: &mut Collected) {
             ));
             continue;
         }
-        seen_outputs.insert(source.relative.clone(), source.path.clone());
+        seen_outputs.insert(output, source.path.clone());
         kept.push(source);
     }
     out.sources = kept;
