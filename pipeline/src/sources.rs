@@ -297,4 +297,23 @@ mod tests {
         assert_eq!(got.errors[0].path, b);
         assert_eq!(got.errors[0].kind, ErrorKind::DuplicateOutput);
     }
+
+    /// Names that differ only in bytes the display form replaces would share outputs.
+    #[cfg(unix)]
+    #[test]
+    fn names_with_the_same_display_form_are_duplicates() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let name = |bytes: &[u8]| dir.path().join(std::ffi::OsStr::from_bytes(bytes));
+        write(&name(b"x\xff.pdf"), b"%PDF-1.4\n");
+        write(&name(b"x\xfe.pdf"), b"%PDF-1.7\n");
+        write(&name(b"x\n.pdf"), b"%PDF-1.5\n");
+        let got = collect(&[dir.path().to_path_buf()]);
+        assert_eq!(got.sources.len(), 1);
+        assert_eq!(got.errors.len(), 2);
+        assert!(got
+            .errors
+            .iter()
+            .all(|e| e.kind == ErrorKind::DuplicateOutput));
+    }
 }
