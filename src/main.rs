@@ -26,6 +26,8 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     /// Some inputs failed; the others were processed.
     pub const PARTIAL: u8 = 3;
+    // `quire run` stopped by a signal exits with 128 + its number: 130 (SIGINT), 143 (SIGTERM)
+    // (`cmd/signals.rs`).
 }
 
 #[derive(Parser)]

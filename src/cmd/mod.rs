@@ -7,6 +7,7 @@ pub mod progress;
 pub mod render;
 pub mod run;
 pub mod setup;
+pub mod signals;
 pub mod status;
 pub mod watch;
 

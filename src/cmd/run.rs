@@ -1,7 +1,12 @@
 //! `quire run`: the batch job. Settings come from flags, then `QUIRE_*` environment variables,
 //! then a TOML config file (`--config`), then defaults ([`quire_pipeline::settings`]).
+//!
+//! SIGINT/SIGTERM ([`super::signals`]): no new document starts, those in flight finish (a PDF
+//! page within `--page-timeout`) and are marked, the others are left queued, the summaries are
+//! written, and the exit code is 130 or 143. A second signal exits at once.
 
 use super::progress::Progress;
+use super::signals::Stop;
 use anyhow::bail;
 use quire_exporters::record::DocumentRecord;
 use quire_pipeline::run::RunSummary;
@@ -9,6 +14,9 @@ use quire_pipeline::settings::{self, RunArgs, SchemaBounds};
 use std::path::{Path, PathBuf};
 
 pub fn run(global: &super::Global, args: RunArgs) -> anyhow::Result<u8> {
+    let stop = Stop::on_signals(
+        "finishing the documents in flight, starting no new ones (a second signal stops at once)",
+    )?;
     let inputs = args.inputs;
     super::check_inputs_exist(&inputs)?;
     let resolved = settings::resolve(args.settings)?;
@@ -21,10 +29,14 @@ pub fn run(global: &super::Global, args: RunArgs) -> anyhow::Result<u8> {
         print_schema_bounds(bounds);
     }
     let mut job = opened.job;
+    if let Some((signal, code)) = stop.received() {
+        eprintln!("stopped by {signal} before any document started");
+        return Ok(code);
+    }
 
     let progress = Progress::new(collected.sources.len() as u64, "documents");
     let show = progress.observer();
-    let batch = job.process(collected.sources, |event| show(event.clone()))?;
+    let batch = job.process_until(collected.sources, stop.flag(), |event| show(event.clone()))?;
     progress.finish();
     // The summaries cover every input: done now, done before, and inputs that never started.
     let mut all: Vec<(PathBuf, DocumentRecord)> = batch
@@ -53,6 +65,13 @@ pub fn run(global: &super::Global, args: RunArgs) -> anyhow::Result<u8> {
     }
     for e in &collected.errors {
         eprintln!("FAILED {e}");
+    }
+    if let Some((signal, code)) = stop.received() {
+        eprintln!(
+            "stopped by {signal}: {} documents not started are left queued for the next run",
+            batch.abandoned.len()
+        );
+        return Ok(code);
     }
     Ok(if failed > 0 && !resolved.allow_partial {
         crate::exit::PARTIAL
