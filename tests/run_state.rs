@@ -132,8 +132,8 @@ fn now() -> f64 {
 const LIVE_PID: u32 = 1;
 const DEAD_PID: u32 = 2_147_483_646;
 
-/// Makes the row of `source` look like another process is running it: that `pid`, another
-/// owner, a heartbeat `age` seconds old, and `attempts` attempts counted.
+/// Makes the row of `source` look like a process on another machine is running it: that
+/// `pid`, another owner, a heartbeat `age` seconds old, and `attempts` attempts counted.
 fn hand_to_another_process(out: &Path, source: &str, pid: u32, age: f64, attempts: u32) {
     let db = db(out);
     let changed = db
@@ -150,7 +150,8 @@ fn hand_to_another_process(out: &Path, source: &str, pid: u32, age: f64, attempt
         .unwrap();
     if has_lease {
         db.execute(
-            "UPDATE documents SET owner = 'otherhost:1:1', heartbeat_at = ?2 WHERE source = ?1",
+            "UPDATE documents SET owner = 'otherhost:1:1', heartbeat_at = ?2, process = NULL
+             WHERE source = ?1",
             rusqlite::params![source, now() - age],
         )
         .unwrap();
@@ -306,7 +307,7 @@ fn a_document_left_unfinished_too_often_is_given_up() {
 fn inputs_that_cannot_be_read_are_counted_as_failed() {
     let tmp = tempfile::tempdir().unwrap();
     let input = input_with(tmp.path(), &["good.png".to_string()]);
-    std::fs::write(input.join("notes.txt"), "not a document").unwrap();
+    std::fs::write(input.join("notes.jpg"), "not a document").unwrap();
     std::fs::write(input.join("empty.pdf"), "").unwrap();
     let out = tmp.path().join("out");
     let result = quire_run(&input, &out, &[]);
@@ -324,15 +325,15 @@ fn inputs_that_cannot_be_read_are_counted_as_failed() {
     assert_eq!(failed.len(), 2, "{failed:?}");
     assert_eq!(failed[0].0, "empty.pdf");
     assert!(failed[0].1.starts_with("empty_file: "), "{failed:?}");
-    assert_eq!(failed[1].0, "notes.txt");
+    assert_eq!(failed[1].0, "notes.jpg");
     assert!(failed[1].1.starts_with("unsupported_format: "), "{failed:?}");
     let text = quire(&["status", "--out", out.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&text.stdout).into_owned();
     assert!(text.contains("done 1  failed 2"), "{text}");
-    assert!(text.contains("FAILED notes.txt"), "{text}");
+    assert!(text.contains("FAILED notes.jpg"), "{text}");
 
     // Fixed: replaced by a readable document, and the empty one removed.
-    std::fs::write(input.join("notes.txt"), png(7)).unwrap();
+    std::fs::write(input.join("notes.jpg"), png(7)).unwrap();
     std::fs::remove_file(input.join("empty.pdf")).unwrap();
     assert_eq!(quire_run(&input, &out, &[]).status.code(), Some(0));
     let status = status_json(&out);

@@ -9,7 +9,10 @@
 //! document is owned by a lease: the owner's id (host, PID, start time) and a heartbeat the
 //! owner refreshes every [`HEARTBEAT`] ([`StateStore::start_heartbeat`]). A row whose heartbeat
 //! is older than [`LEASE`] belongs to a process that is gone, whatever its PID says, and is
-//! taken over; its attempt counts toward `--retries` like a failure.
+//! taken over; its attempt counts toward `--retries` like a failure. Sooner, on Linux: a row
+//! whose owner ran on this machine since its last boot, in this PID namespace, and whose
+//! process (PID and start time) is no longer there, is taken over at once (a run killed and
+//! started again, a restarted service).
 
 use quire_exporters::error_kind::ErrorKind;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
@@ -100,21 +103,104 @@ pub struct Lease {
     pub owner: String,
     /// Seconds since its last heartbeat; `None` when it never beat (a store of an older quire).
     pub age: Option<f64>,
+    /// The owner ran on this machine, in this PID namespace, and its process is gone.
+    pub gone: bool,
 }
 
 impl Lease {
+    fn new(owner: Option<String>, heartbeat: Option<f64>, process: Option<String>) -> Lease {
+        Lease {
+            owner: owner.unwrap_or_default(),
+            age: heartbeat.map(|h| (now() - h).max(0.0)),
+            gone: process
+                .and_then(|p| LocalProcess::parse(&p))
+                .is_some_and(|p| p.is_gone()),
+        }
+    }
+
     pub fn expired(&self) -> bool {
-        self.age.is_none_or(|age| age >= LEASE.as_secs_f64())
+        self.gone || self.age.is_none_or(|age| age >= LEASE.as_secs_f64())
     }
 }
 
 impl std::fmt::Display for Lease {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.age {
+            _ if self.gone => write!(f, "{}, its process is gone", self.owner),
             Some(age) => write!(f, "{}, last heartbeat {age:.0} s ago", self.owner),
             None => write!(f, "{}, no heartbeat", self.owner),
         }
     }
+}
+
+/// A process as others on the same machine can check it (Linux): the boot, the PID namespace,
+/// the PID and its start time. A PID alone says nothing: it is reused, and means another
+/// process in another namespace or on another machine.
+#[derive(Debug, Clone, PartialEq)]
+struct LocalProcess {
+    boot: String,
+    pid_namespace: String,
+    pid: u32,
+    start: u64,
+}
+
+impl LocalProcess {
+    /// This process; `None` where `/proc` does not say.
+    fn current() -> Option<LocalProcess> {
+        let pid = std::process::id();
+        Some(LocalProcess {
+            boot: boot_id()?,
+            pid_namespace: pid_namespace()?,
+            pid,
+            start: start_time(pid)?,
+        })
+    }
+
+    /// As stored in the `process` column: `boot pid_namespace pid start`.
+    fn to_column(&self) -> String {
+        format!(
+            "{} {} {} {}",
+            self.boot, self.pid_namespace, self.pid, self.start
+        )
+    }
+
+    fn parse(column: &str) -> Option<LocalProcess> {
+        let mut parts = column.split(' ');
+        let process = LocalProcess {
+            boot: parts.next()?.to_string(),
+            pid_namespace: parts.next()?.to_string(),
+            pid: parts.next()?.parse().ok()?,
+            start: parts.next()?.parse().ok()?,
+        };
+        parts.next().is_none().then_some(process)
+    }
+
+    /// Certainly gone: it ran since this boot in this PID namespace, and no process of its
+    /// PID and start time is there. Anything else (another machine, namespace or boot, or no
+    /// `/proc`) cannot be told from here: the lease decides.
+    fn is_gone(&self) -> bool {
+        boot_id().is_some_and(|boot| boot == self.boot)
+            && pid_namespace().is_some_and(|ns| ns == self.pid_namespace)
+            && start_time(self.pid) != Some(self.start)
+    }
+}
+
+fn boot_id() -> Option<String> {
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    Some(id.trim().to_string()).filter(|id| !id.is_empty() && !id.contains(' '))
+}
+
+fn pid_namespace() -> Option<String> {
+    let link = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    Some(link.to_string_lossy().into_owned()).filter(|ns| !ns.contains(' '))
+}
+
+/// The start time of process `pid` in clock ticks since boot (`/proc/PID/stat`, field 22).
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count after it.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// What a run does with a document, decided and recorded by [`StateStore::claim`].
@@ -161,6 +247,8 @@ pub struct StateStore {
     path: PathBuf,
     /// This process's id in `owner` columns: unique per opened store.
     owner: String,
+    /// This process for others on this machine (the `process` column).
+    process: Option<String>,
 }
 
 fn now() -> f64 {
@@ -172,7 +260,7 @@ fn now() -> f64 {
 
 /// Columns of `documents`, in the order of the table a new store creates.
 const COLUMNS: &str = "content_sha256, fingerprint, source, state, attempts, error, pages, pid, \
-                       started_at, finished_at, duration_s, owner, heartbeat_at";
+                       started_at, finished_at, duration_s, owner, heartbeat_at, process";
 
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS documents (
@@ -189,6 +277,7 @@ const SCHEMA: &str = "
         duration_s     REAL,
         owner          TEXT,
         heartbeat_at   REAL,
+        process        TEXT,
         PRIMARY KEY (content_sha256, fingerprint)
     );
     -- Inputs that failed before they had a content hash (unreadable, unknown format), by the
@@ -204,7 +293,11 @@ const SCHEMA: &str = "
     );";
 
 /// Columns added since the first stores: (name, type).
-const ADDED_COLUMNS: [(&str, &str); 2] = [("owner", "TEXT"), ("heartbeat_at", "REAL")];
+const ADDED_COLUMNS: [(&str, &str); 3] = [
+    ("owner", "TEXT"),
+    ("heartbeat_at", "REAL"),
+    ("process", "TEXT"),
+];
 
 /// `host:pid:start-time`, plus a counter for stores opened by one process in the same instant.
 fn new_owner() -> String {
@@ -361,6 +454,7 @@ impl StateStore {
             conn,
             path: path.to_path_buf(),
             owner: new_owner(),
+            process: LocalProcess::current().map(|p| p.to_column()),
         };
         store.migrate()?;
         Ok(store)
@@ -434,30 +528,35 @@ impl StateStore {
         let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
             .map_err(self.err())?;
         let t = now();
-        let row: Option<(String, u32, Option<String>, Option<String>, Option<f64>)> = tx
+        type Row = (String, u32, Option<String>, Option<String>, Lease);
+        let row: Option<Row> = tx
             .query_row(
-                "SELECT state, attempts, error, owner, heartbeat_at FROM documents
+                "SELECT state, attempts, error, owner, heartbeat_at, process FROM documents
                  WHERE content_sha256 = ?1 AND fingerprint = ?2",
                 params![key.content_sha256, key.fingerprint],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                |r| {
+                    let lease = Lease::new(r.get(3)?, r.get(4)?, r.get(5)?);
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, lease))
+                },
             )
             .optional()
             .map_err(self.err())?;
         let take = |attempts: u32| -> Result<Plan, StateError> {
             tx.execute(
                 "INSERT INTO documents (content_sha256, fingerprint, source, state, attempts,
-                   pid, owner, heartbeat_at, started_at)
-                 VALUES (?1, ?2, ?3, 'running', 1, ?4, ?5, ?6, ?6)
+                   pid, owner, heartbeat_at, started_at, process)
+                 VALUES (?1, ?2, ?3, 'running', 1, ?4, ?5, ?6, ?6, ?7)
                  ON CONFLICT (content_sha256, fingerprint) DO UPDATE SET
                    source = ?3, state = 'running', attempts = attempts + 1, pid = ?4,
-                   owner = ?5, heartbeat_at = ?6, started_at = ?6, error = NULL",
+                   owner = ?5, heartbeat_at = ?6, started_at = ?6, process = ?7, error = NULL",
                 params![
                     key.content_sha256,
                     key.fingerprint,
                     source,
                     std::process::id() as i64,
                     self.owner,
-                    t
+                    t,
+                    self.process
                 ],
             )
             .map_err(self.err())?;
@@ -467,7 +566,7 @@ impl StateStore {
         };
         let plan = match row {
             None => take(0)?,
-            Some((state, attempts, error, owner, heartbeat)) => match DocState::parse(&state) {
+            Some((state, attempts, error, owner, lease)) => match DocState::parse(&state) {
                 DocState::Done if output_ok() => Plan::Skip,
                 DocState::Failed if attempts > retries => Plan::GiveUp {
                     attempts,
@@ -481,10 +580,6 @@ impl StateStore {
                     Plan::Process { attempt: attempts }
                 }
                 DocState::Running => {
-                    let lease = Lease {
-                        owner: owner.unwrap_or_default(),
-                        age: heartbeat.map(|h| (t - h).max(0.0)),
-                    };
                     if !lease.expired() {
                         Plan::Busy(lease)
                     } else if attempts > retries {
@@ -641,18 +736,12 @@ impl StateStore {
 
     /// The lease of a running document; `None` when it is not running.
     pub fn lease(&self, key: &DocKey) -> Result<Option<Lease>, StateError> {
-        let t = now();
         self.conn
             .query_row(
-                "SELECT owner, heartbeat_at FROM documents
+                "SELECT owner, heartbeat_at, process FROM documents
                  WHERE content_sha256 = ?1 AND fingerprint = ?2 AND state = 'running'",
                 params![key.content_sha256, key.fingerprint],
-                |r| {
-                    Ok(Lease {
-                        owner: r.get::<_, Option<String>>(0)?.unwrap_or_default(),
-                        age: r.get::<_, Option<f64>>(1)?.map(|h| (t - h).max(0.0)),
-                    })
-                },
+                |r| Ok(Lease::new(r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()
             .map_err(self.err())
@@ -719,18 +808,20 @@ impl StateStore {
         counts.pages_done = pages.unwrap_or(0) as u64;
         counts.busy_seconds = busy.unwrap_or(0.0);
         counts.span_seconds = span.unwrap_or(0.0);
-        let (stale, unreadable): (u64, u64) = self
+        let mut stmt = self
             .conn
-            .query_row(
-                "SELECT
-                   (SELECT COUNT(*) FROM documents WHERE state = 'running'
-                      AND (heartbeat_at IS NULL OR heartbeat_at <= ?1)),
-                   (SELECT COUNT(*) FROM input_failures)",
-                [now() - LEASE.as_secs_f64()],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            .prepare("SELECT owner, heartbeat_at, process FROM documents WHERE state = 'running'")
             .map_err(self.err())?;
-        counts.stale = stale;
+        let leases = stmt
+            .query_map([], |r| Ok(Lease::new(r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(self.err())?;
+        for lease in leases {
+            counts.stale += u64::from(lease.map_err(self.err())?.expired());
+        }
+        let unreadable: u64 = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM input_failures", [], |r| r.get(0))
+            .map_err(self.err())?;
         counts.failed += unreadable;
         Ok(counts)
     }
@@ -1014,6 +1105,50 @@ mod tests {
         assert_eq!(first.state(&a).unwrap(), Some((DocState::Done, 2)));
     }
 
+    /// On this machine, a lease whose process is gone (its PID free, or reused by another
+    /// process: another start time) is taken over at once, heartbeat or not; one whose process
+    /// is there, or that ran elsewhere (another boot or PID namespace), waits for the lease.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_lease_of_a_local_process_that_is_gone_is_taken_over_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let here = LocalProcess::current().expect("/proc");
+        let init_start = start_time(1).expect("pid 1");
+        let with = |pid: u32, start: u64, boot: &str| {
+            LocalProcess {
+                pid,
+                start,
+                boot: boot.into(),
+                ..here.clone()
+            }
+            .to_column()
+        };
+        let cases = [
+            ("init, alive", with(1, init_start, &here.boot), false),
+            ("pid reused", with(1, init_start + 1, &here.boot), true),
+            ("pid free", with(2_147_483_646, 1, &here.boot), true),
+            ("another boot", with(2_147_483_646, 1, "other-boot"), false),
+        ];
+        for (i, (what, process, gone)) in cases.into_iter().enumerate() {
+            let k = key(&format!("{i}"));
+            store.claim(&k, what, 5, || true).unwrap();
+            store
+                .conn
+                .execute(
+                    "UPDATE documents SET owner = 'elsewhere', process = ?2
+                     WHERE content_sha256 = ?1",
+                    params![k.content_sha256, process],
+                )
+                .unwrap();
+            match claim(&store, &k, 5) {
+                Plan::Process { attempt: 2 } if gone => {}
+                Plan::Busy(lease) if !gone => assert!(!lease.gone, "{what}"),
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+    }
+
     /// A document left running by an owner that is gone, after more attempts than `retries`
     /// allows: given up and marked failed, not redone forever (a document that kills the
     /// process, e.g. out of memory, would kill every rerun).
@@ -1147,12 +1282,15 @@ mod tests {
     fn a_corrupt_store_is_refused_and_left_alone() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(STATE_DIR).join(STATE_FILE);
-        {
-            let store = StateStore::open(dir.path()).unwrap();
-            for i in 0..2000 {
-                claim(&store, &key(&format!("{i:08}")), 0);
-            }
-        }
+        StateStore::open(dir.path())
+            .unwrap()
+            .conn
+            .execute_batch(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000)
+                 INSERT INTO documents (content_sha256, fingerprint, source, state)
+                   SELECT printf('%064d', i), 'fp', 'doc', 'done' FROM n",
+            )
+            .unwrap();
         let whole = std::fs::read(&path).unwrap();
         assert!(whole.len() > 64 * 1024, "{} bytes: several pages", whole.len());
         let garbage = b"not a database ".repeat(100);

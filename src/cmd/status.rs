@@ -41,6 +41,14 @@ pub fn run(_global: &super::Global, args: StatusArgs) -> anyhow::Result<u8> {
             "done {}  failed {}  running {}  queued {}",
             counts.done, counts.failed, counts.running, counts.queued
         );
+        if counts.stale > 0 {
+            println!(
+                "{} of the running documents were left by a process that stopped (no heartbeat \
+                 for {} s): the next run takes them over",
+                counts.stale,
+                quire_pipeline::state::LEASE.as_secs()
+            );
+        }
         println!(
             "{} pages done in {:.1} s of processing ({pages_per_s:.2} pages/s over the run)",
             counts.pages_done, counts.busy_seconds
