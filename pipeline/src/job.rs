@@ -299,7 +299,8 @@ impl Job {
             match claimed {
                 Plan::Skip => {
                     plan.skipped_done += 1;
-                    plan.kept.push((source, done.expect("checked by the claim")));
+                    plan.kept
+                        .push((source, done.expect("checked by the claim")));
                 }
                 Plan::Busy(lease) => plan.busy.push(BusyDocument {
                     source,

@@ -57,13 +57,10 @@ pub enum StateError {
     )]
     Corrupt { path: PathBuf, detail: String },
     #[error(
-        "output folder {out} is not writable ({source}): quire writes its outputs and its state \
+        "output folder {out} is not writable ({cause}): quire writes its outputs and its state \
          store ({STATE_DIR}/) there"
     )]
-    NotWritable {
-        out: PathBuf,
-        source: std::io::Error,
-    },
+    NotWritable { out: PathBuf, cause: std::io::Error },
     #[error(
         "state store {path}: document {sha:.12}… was taken over by another run (this run's \
          lease expired); its result is left to that run"
@@ -351,7 +348,7 @@ fn not_writable(out: &Path, source: std::io::Error) -> StateError {
         std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
             StateError::NotWritable {
                 out: out.to_path_buf(),
-                source,
+                cause: source,
             }
         }
         _ => StateError::Io {
@@ -1219,13 +1216,18 @@ mod tests {
         match claim(&store, &a, 1) {
             Plan::GiveUp { attempts, message } => {
                 assert_eq!(attempts, 2);
-                assert!(message.starts_with("2 attempts did not finish"), "{message}");
+                assert!(
+                    message.starts_with("2 attempts did not finish"),
+                    "{message}"
+                );
             }
             other => panic!("{other:?}"),
         }
         assert_eq!(store.state(&a).unwrap(), Some((DocState::Failed, 2)));
         let failures = store.failures().unwrap();
-        assert!(failures[0].error.starts_with("retries_exhausted: 2 attempts"));
+        assert!(failures[0]
+            .error
+            .starts_with("retries_exhausted: 2 attempts"));
         // And stays given up.
         assert!(matches!(claim(&store, &a, 1), Plan::GiveUp { .. }));
     }
@@ -1285,7 +1287,9 @@ mod tests {
         // Its pid (1) exists, but it has no lease: taken over.
         assert_eq!(claim(&store, &key("a"), 2), Plan::Process { attempt: 2 });
         store.mark_done(&key("a"), 1).unwrap();
-        store.record_input_failure("x.txt", "unsupported_format: x").unwrap();
+        store
+            .record_input_failure("x.txt", "unsupported_format: x")
+            .unwrap();
         assert_eq!(store.counts().unwrap().failed, 1);
         // A second process opening it finds nothing left to migrate.
         let again = StateStore::open(dir.path()).unwrap();
@@ -1299,7 +1303,9 @@ mod tests {
         let shard = StateStore::open(&dir.path().join("shard")).unwrap();
         claim(&shard, &key("a"), 0);
         shard.mark_done(&key("a"), 2).unwrap();
-        shard.record_input_failure("x.txt", "unsupported_format: x").unwrap();
+        shard
+            .record_input_failure("x.txt", "unsupported_format: x")
+            .unwrap();
         let merged = StateStore::open(&dir.path().join("merged")).unwrap();
         merged.absorb(shard.path()).unwrap();
         let counts = merged.counts().unwrap();
@@ -1311,9 +1317,15 @@ mod tests {
     fn input_failures_are_failed_until_forgotten() {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::open(dir.path()).unwrap();
-        store.record_input_failure("b.txt", "unsupported_format: not a document").unwrap();
-        store.record_input_failure("b.txt", "unsupported_format: not a document").unwrap();
-        store.record_input_failure("a.pdf", "empty_file: empty").unwrap();
+        store
+            .record_input_failure("b.txt", "unsupported_format: not a document")
+            .unwrap();
+        store
+            .record_input_failure("b.txt", "unsupported_format: not a document")
+            .unwrap();
+        store
+            .record_input_failure("a.pdf", "empty_file: empty")
+            .unwrap();
         assert_eq!(store.counts().unwrap().failed, 2);
         let failures = store.failures().unwrap();
         assert_eq!(
@@ -1360,7 +1372,11 @@ mod tests {
             )
             .unwrap();
         let whole = std::fs::read(&path).unwrap();
-        assert!(whole.len() > 64 * 1024, "{} bytes: several pages", whole.len());
+        assert!(
+            whole.len() > 64 * 1024,
+            "{} bytes: several pages",
+            whole.len()
+        );
         let garbage = b"not a database ".repeat(100);
         for (what, bytes) in [
             ("garbage", &garbage[..]),
@@ -1382,7 +1398,11 @@ mod tests {
                 StateStore::open_existing(dir.path()),
                 Err(StateError::Corrupt { .. })
             ));
-            assert_eq!(std::fs::read(&path).unwrap(), bytes, "{what}: left as it is");
+            assert_eq!(
+                std::fs::read(&path).unwrap(),
+                bytes,
+                "{what}: left as it is"
+            );
         }
     }
 }
