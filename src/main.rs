@@ -26,6 +26,9 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     /// Some inputs failed; the others were processed.
     pub const PARTIAL: u8 = 3;
+    /// Some inputs were held by another run on the same output folder at the end: not
+    /// failed, not processed here, not in the summaries yet.
+    pub const BUSY: u8 = 4;
     // `quire run` stopped by a signal exits with 128 + its number: 130 (SIGINT), 143 (SIGTERM)
     // (`cmd/signals.rs`).
 }

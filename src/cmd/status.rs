@@ -45,6 +45,14 @@ pub fn run(_global: &super::Global, args: StatusArgs) -> anyhow::Result<u8> {
             counts.running,
             counts.queued
         )?;
+        if counts.stale > 0 {
+            outln!(
+                "{} of the running documents were left by a process that stopped (no heartbeat \
+                 for {} s): the next run takes them over",
+                counts.stale,
+                quire_pipeline::state::LEASE.as_secs()
+            )?;
+        }
         outln!(
             "{} pages done in {:.1} s of processing ({pages_per_s:.2} pages/s over the run)",
             counts.pages_done,

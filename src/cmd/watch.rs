@@ -120,6 +120,13 @@ pub fn run(global: &super::Global, args: WatchArgs) -> anyhow::Result<u8> {
             log_kept(source, record);
             mover.finish(&source.path, record, &mut arrivals);
         }
+        for doc in &batch.busy {
+            eprintln!(
+                "BUSY {}: held by {} (left to it)",
+                quire_pipeline::job::display(&doc.source),
+                doc.lease
+            );
+        }
         if !batch.abandoned.is_empty() {
             eprintln!(
                 "stopping: {} documents not started are left for the next start",
