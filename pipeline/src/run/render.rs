@@ -229,10 +229,10 @@ mod tests {
         })
     }
 
-    /// (document index, part, page numbers, error kind) of each document handed on.
-    fn grouped(
-        events: Vec<RenderEvent>,
-    ) -> Vec<(usize, Option<Part>, Vec<u32>, Option<ErrorKind>)> {
+    /// A document handed on: (document index, part, page numbers, error kind).
+    type Grouped = (usize, Option<Part>, Vec<u32>, Option<ErrorKind>);
+
+    fn grouped(events: Vec<RenderEvent>) -> Vec<Grouped> {
         let sources = [source("long.pdf"), source("short.pdf")];
         let split = Split {
             above: 8,
