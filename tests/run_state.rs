@@ -389,37 +389,6 @@ fn a_corrupt_state_store_is_refused() {
     assert_eq!(rows(&out), [("a.png".into(), "done".into(), 1)]);
 }
 
-/// A live run's temporary files look like those a killed run leaves: a run started while
-/// another process works in the folder leaves them alone (removing them would fail that run's
-/// writes); one started alone removes them.
-#[test]
-fn a_run_keeps_the_temporary_files_of_another_live_run() {
-    let tmp = tempfile::tempdir().unwrap();
-    let input = input_with(tmp.path(), &["a.png".to_string()]);
-    let out = tmp.path().join("out");
-    assert_eq!(quire_run(&input, &out, &[]).status.code(), Some(0));
-    let temporary = out.join(".b.png.json.x1y2z3.tmp");
-    std::fs::write(&temporary, b"half written").unwrap();
-
-    // Another process in the folder, as a run or a watch says it is there.
-    let active = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(out.join(".quire/active"))
-        .unwrap();
-    active.lock_shared().unwrap();
-    assert_eq!(quire_run(&input, &out, &[]).status.code(), Some(0));
-    assert!(
-        temporary.exists(),
-        "another run's temporary file was removed"
-    );
-
-    drop(active);
-    assert_eq!(quire_run(&input, &out, &[]).status.code(), Some(0));
-    assert!(!temporary.exists(), "left by a killed run: removed");
-}
-
 /// An output folder that cannot be written is refused with exit 2, naming it. Root writes
 /// into read-only folders, so as root the folder is made read-only by a read-only bind mount
 /// in a mount namespace of the run's own (`unshare`); where neither works the test says so.

@@ -12,7 +12,7 @@ use crate::run::render::{Documents, Split};
 use crate::run::{DocumentDone, RunSettings, RunSummary};
 use crate::shard::Shard;
 use crate::sources::Source;
-use crate::state::{self, DocKey, DocState, Heartbeat, Plan, Presence, StateError, StateStore};
+use crate::state::{self, DocKey, DocState, Heartbeat, Plan, StateError, StateStore};
 use crate::{record, DocError};
 use quire_constrained::JsonConstraint;
 use quire_exporters::formats::Exporter;
@@ -57,7 +57,6 @@ pub struct Job {
     /// Keeps this job's leases; stops with the job.
     _heartbeat: Heartbeat,
     /// Tells other processes that this one works in the output folder.
-    _presence: Presence,
     fingerprint: String,
     options: JobOptions,
 }
@@ -100,8 +99,8 @@ pub struct Elsewhere {
 }
 
 impl Job {
-    /// Opens the state store under `options.out` (removing temporaries a killed run left, when
-    /// no other process works there) and fingerprints the model files and settings.
+    /// Opens the state store under `options.out` (removing temporaries a killed run left) and
+    /// fingerprints the model files and settings.
     /// `model_dir` and `dtype` name the files the model was loaded from.
     pub fn new(
         model: Gemma4,
@@ -113,23 +112,18 @@ impl Job {
         options: JobOptions,
     ) -> Result<Job, JobError> {
         let store = StateStore::open(&options.out)?;
-        let mut presence = store.enter()?;
-        let clean = |source| JobError::Clean {
-            path: options.out.clone(),
-            source,
-        };
-        // A run killed while writing leaves hidden temporary files, never partial outputs. A
-        // live run's temporaries look the same: they are left alone while another is there.
-        if presence.alone() {
-            let stale =
-                quire_exporters::atomic::remove_stale_temporaries(&options.out).map_err(clean)?;
-            if stale > 0 {
-                tracing::info!(stale, "removed temporary files of an interrupted run");
-            }
-        } else {
-            tracing::info!("another process works in the output folder: temporary files kept");
+        // A run killed while writing leaves hidden temporary files, never partial outputs.
+        // They are named after their writer: only those of processes that are gone go.
+        let stale =
+            quire_exporters::atomic::remove_stale_temporaries(&options.out).map_err(|source| {
+                JobError::Clean {
+                    path: options.out.clone(),
+                    source,
+                }
+            })?;
+        if stale > 0 {
+            tracing::info!(stale, "removed temporary files of an interrupted run");
         }
-        presence.share().map_err(clean)?;
         let fingerprint = fingerprint(&store, model_dir, dtype, &settings)?;
         settings.fingerprint = fingerprint.clone();
         let heartbeat = store.start_heartbeat()?;
@@ -140,7 +134,6 @@ impl Job {
             exporter,
             store,
             _heartbeat: heartbeat,
-            _presence: presence,
             fingerprint,
             options,
         })

@@ -28,7 +28,6 @@ pub const STATE_FILE: &str = "state.sqlite";
 /// the folder (an advisory `flock`).
 pub const LOCK_FILE: &str = "lock";
 /// Held shared by every process working in the folder (see [`StateStore::enter`]).
-pub const PRESENCE_FILE: &str = "active";
 
 /// How long a claim stays its owner's without a heartbeat.
 pub const LEASE: Duration = Duration::from_secs(60);
@@ -355,28 +354,6 @@ fn not_writable(out: &Path, source: std::io::Error) -> StateError {
             path: out.to_path_buf(),
             source,
         },
-    }
-}
-
-/// A process working in an output folder ([`StateStore::enter`]); gone when dropped.
-pub struct Presence {
-    file: std::fs::File,
-    alone: bool,
-}
-
-impl Presence {
-    /// No other process was working in the folder when this one entered (this one holds it
-    /// alone until [`Presence::share`]).
-    pub fn alone(&self) -> bool {
-        self.alone
-    }
-
-    /// Lets other processes enter too.
-    pub fn share(&mut self) -> std::io::Result<()> {
-        if self.alone {
-            self.file.lock_shared()?;
-        }
-        Ok(())
     }
 }
 
@@ -745,32 +722,6 @@ impl StateStore {
             source,
         })?;
         Ok(SummaryLock { _file: file })
-    }
-
-    /// Says that this process works in the output folder until the returned guard is dropped
-    /// (an advisory lock on `.quire/active`, shared once [`Presence::share`] is called). The
-    /// guard says whether no other process was working there ([`Presence::alone`]): only then
-    /// is what a killed run left (temporary files) safe to remove, since a live run's
-    /// temporaries look the same.
-    pub fn enter(&self) -> Result<Presence, StateError> {
-        let path = self
-            .path
-            .parent()
-            .unwrap_or(Path::new("."))
-            .join(PRESENCE_FILE);
-        let file = Self::open_lock(path.clone())?;
-        let alone = match file.try_lock() {
-            Ok(()) => true,
-            Err(std::fs::TryLockError::WouldBlock) => false,
-            Err(std::fs::TryLockError::Error(source)) => {
-                return Err(StateError::Io { path, source })
-            }
-        };
-        if !alone {
-            file.lock_shared()
-                .map_err(|source| StateError::Io { path, source })?;
-        }
-        Ok(Presence { file, alone })
     }
 
     pub fn state(&self, key: &DocKey) -> Result<Option<(DocState, u32)>, StateError> {
@@ -1340,21 +1291,6 @@ mod tests {
             store.input_failure_sources().unwrap(),
             HashSet::from(["a.pdf".to_string()])
         );
-    }
-
-    /// Only a process that enters the folder alone may clean up after killed runs.
-    #[test]
-    fn a_process_knows_whether_it_works_in_the_folder_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::open(dir.path()).unwrap();
-        let mut first = store.enter().unwrap();
-        assert!(first.alone());
-        first.share().unwrap();
-        let other = StateStore::open(dir.path()).unwrap();
-        let second = other.enter().unwrap();
-        assert!(!second.alone());
-        drop((first, second));
-        assert!(other.enter().unwrap().alone());
     }
 
     /// A damaged store is refused, naming it and saying how to recover, and left as it is.
