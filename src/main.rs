@@ -1,6 +1,17 @@
 //! The `quire` command line. Each subcommand lives in `cmd/`; this file only dispatches and maps
 //! errors to exit codes.
 
+/// `eprintln!` for the whole CLI, without std's panic when stderr is gone (`quire run ... 2>&1 |
+/// head` closes it): messages then have nowhere to go, but the batch still runs to its end and
+/// its outputs and exit code still say what happened. Shadows std's macro, so every subcommand
+/// (and code added later) gets it without a new name to remember.
+macro_rules! eprintln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod cmd;
 
 use clap::parser::ValueSource;
@@ -16,6 +27,11 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     /// Some inputs failed; the others were processed.
     pub const PARTIAL: u8 = 3;
+    /// Some inputs were held by another run on the same output folder at the end: not
+    /// failed, not processed here, not in the summaries yet.
+    pub const BUSY: u8 = 4;
+    // `quire run` stopped by a signal exits with 128 + its number: 130 (SIGINT), 143 (SIGTERM)
+    // (`cmd/signals.rs`).
 }
 
 #[derive(Parser)]
@@ -60,6 +76,7 @@ enum Command {
 
 fn main() -> ExitCode {
     fix_mmap_threshold();
+    disable_onnxruntime_telemetry();
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     init_logging(cli.verbose);
@@ -79,6 +96,10 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => ExitCode::from(code),
+        // The reader of stdout stopped reading (`quire status --json | head`): not a failure.
+        Err(err) if err.downcast_ref::<cmd::output::StdoutClosed>().is_some() => {
+            ExitCode::from(exit::OK)
+        }
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::from(exit::USAGE)
@@ -117,6 +138,18 @@ fn fix_mmap_threshold() {
     }
 }
 
+/// ONNX Runtime 1.31 carries Microsoft's 1DS telemetry client: building its environment writes
+/// `~/.cache/Microsoft/DeveloperTools/.onnxruntime/{deviceid,onnxruntime.db}` and `$TMPDIR/.ses`
+/// and looks up the collector's address in DNS, before `with_telemetry(false)` can switch it off. The library
+/// reads `ORT_DISABLE_TELEMETRY` instead. Set here, before any thread starts (changing the
+/// environment is only sound single-threaded), for every subcommand and the PDF workers alike.
+fn disable_onnxruntime_telemetry() {
+    std::env::set_var(
+        quire_onnx::runtime::DISABLE_TELEMETRY_VAR,
+        quire_onnx::runtime::DISABLE_TELEMETRY_VALUE,
+    );
+}
+
 fn init_logging(verbose: u8) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
@@ -129,6 +162,15 @@ fn init_logging(verbose: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(use_colour())
         .with_target(false)
         .init();
+}
+
+/// Colour codes only for a person at a terminal: a log file, a pipe or a journal gets plain text,
+/// and `NO_COLOR` (any non-empty value, <https://no-color.org>) turns them off everywhere.
+fn use_colour() -> bool {
+    use std::io::IsTerminal;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    !no_color && std::io::stderr().is_terminal()
 }

@@ -519,8 +519,7 @@ fn a_read_only_or_full_output_folder_stops_the_run_before_any_document() {
         assert_eq!(ran.code, Some(2), "{}", ran.stderr);
         assert!(
             ran.stderr.contains(&format!(
-                "error: the output folder {} cannot be written: Read-only file system (os \
-                 error 30)",
+                "error: output folder {} is not writable (Read-only file system (os error 30))",
                 target.display()
             )),
             "{}",
@@ -532,7 +531,7 @@ fn a_read_only_or_full_output_folder_stops_the_run_before_any_document() {
     let ran = run(quire_run(&input, &out, &[]), MINUTES);
     assert_eq!(ran.code, Some(2), "{}", ran.stderr);
     assert!(ran.stderr.contains(&format!(
-        "error: the output folder {} cannot be written: No space left on device (os error 28)",
+        "error: output folder {} is not writable (No space left on device (os error 28))",
         out.display()
     )));
     let names: Vec<_> = std::fs::read_dir(&out)

@@ -93,7 +93,7 @@ error_kinds! {
     // Outputs and the state store.
     /// Writing the outputs failed.
     OutputFailed => "output_failed",
-    /// The document failed on more attempts than --retries allows; it is not tried again.
+    /// The document failed, or its attempts did not finish (its process was killed), more often than --retries allows; it is not tried again.
     RetriesExhausted => "retries_exhausted",
 }
 

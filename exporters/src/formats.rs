@@ -16,6 +16,32 @@ pub enum Format {
     Markdown,
 }
 
+impl Format {
+    pub const ALL: [Format; 4] = [Format::Json, Format::Jsonl, Format::Csv, Format::Markdown];
+
+    /// The `--format` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Json => "json",
+            Format::Jsonl => "jsonl",
+            Format::Csv => "csv",
+            Format::Markdown => "md",
+        }
+    }
+
+    /// Whether the format writes a record's `data` (extract's result): the JSON files hold the
+    /// whole record, the CSV table one column per property.
+    pub fn holds_data(self) -> bool {
+        matches!(self, Format::Json | Format::Jsonl | Format::Csv)
+    }
+
+    /// Whether the format writes a record's `text` (the result of ocr and prompt): the JSON
+    /// files hold the whole record, Markdown the text; the CSV table has no column for it.
+    pub fn holds_text(self) -> bool {
+        matches!(self, Format::Json | Format::Jsonl | Format::Markdown)
+    }
+}
+
 /// A `--format` name that is none of ours.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown output format {0:?}: expected json, jsonl, csv or md")]

@@ -1,5 +1,7 @@
-//! Where outputs go: the input tree mirrored under the output folder, never outside it.
+//! Where outputs go: the input tree mirrored under the output folder, never outside it, named
+//! in the display form of the input's names ([`display_name`]).
 
+use std::ffi::OsStr;
 use std::path::{Component, Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -18,14 +20,15 @@ pub enum LayoutError {
 /// extension stays in the name so that `a.pdf` and `a.png` never share an output.
 ///
 /// `relative` is the document's path relative to the input root it was found under; only plain
-/// names are accepted (no `..`, no root, no prefix), so the result is always inside `out`.
+/// names are accepted (no `..`, no root, no prefix), so the result is always inside `out`. Each
+/// name is in its display form, so `out/<record's source>.json` is always the output.
 pub fn output_path(out: &Path, relative: &Path, extension: &str) -> Result<PathBuf, LayoutError> {
     let mut path = out.to_path_buf();
     let mut depth = 0;
     for component in relative.components() {
         match component {
             Component::Normal(name) => {
-                path.push(name);
+                path.push(display_name(name));
                 depth += 1;
             }
             Component::CurDir => {}
@@ -85,17 +88,27 @@ fn escape(path: &Path, reason: &'static str) -> LayoutError {
     }
 }
 
-/// A display path relative to the input root, with `/` separators: what records and CSV rows
-/// show, independent of where the job ran.
+/// A display path relative to the input root, with `/` separators and each name in its
+/// display form: what records and CSV rows show, independent of where the job ran.
 pub fn display_relative(relative: &Path) -> String {
     relative
         .components()
         .filter_map(|c| match c {
-            Component::Normal(n) => Some(n.to_string_lossy().into_owned()),
+            Component::Normal(n) => Some(display_name(n)),
             _ => None,
         })
         .collect::<Vec<_>>()
         .join("/")
+}
+
+/// The display form of a file name: bytes that are not UTF-8 and control characters (a
+/// newline, a tab) become U+FFFD. Output files are named with it and records show it, so
+/// outputs have printable UTF-8 names whatever the inputs' names are.
+pub fn display_name(name: &OsStr) -> String {
+    name.to_string_lossy()
+        .chars()
+        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+        .collect()
 }
 
 #[cfg(test)]
@@ -114,6 +127,23 @@ mod tests {
             output_path(out, Path::new("x..y.pdf"), "md").unwrap(),
             Path::new("/out/x..y.pdf.md")
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn names_are_in_their_display_form() {
+        use std::os::unix::ffi::OsStrExt;
+        let relative = Path::new(OsStr::from_bytes(b"f\xffo/a\nb\tc\xe9.pdf"));
+        assert_eq!(
+            display_relative(relative),
+            "f\u{FFFD}o/a\u{FFFD}b\u{FFFD}c\u{FFFD}.pdf"
+        );
+        assert_eq!(
+            output_path(Path::new("/out"), relative, "json").unwrap(),
+            Path::new("/out/f\u{FFFD}o/a\u{FFFD}b\u{FFFD}c\u{FFFD}.pdf.json")
+        );
+        // Valid UTF-8 stays as it is.
+        assert_eq!(display_name(OsStr::new("-Ünïcode ✓.pdf")), "-Ünïcode ✓.pdf");
     }
 
     #[test]

@@ -121,14 +121,33 @@ pub fn environment(
     Ok(ENVIRONMENT.get().expect("just set"))
 }
 
-/// Loads the library at `path` and builds the process's one environment.
+/// The variable that keeps ONNX Runtime's built-in telemetry (Microsoft's 1DS client) from
+/// starting: without it, building the environment writes a device id and an event database
+/// under `$XDG_CACHE_HOME/Microsoft/DeveloperTools/.onnxruntime/` and a session file
+/// `$TMPDIR/.ses`, and resolves the collector's host name, whatever `with_telemetry(false)`
+/// says afterwards.
+pub const DISABLE_TELEMETRY_VAR: &str = "ORT_DISABLE_TELEMETRY";
+pub const DISABLE_TELEMETRY_VALUE: &str = "1";
+
+/// Loads the library at `path` and builds the process's one environment, telemetry off.
+///
+/// The library reads [`DISABLE_TELEMETRY_VAR`] when the environment is built. Programs should
+/// set it at the start of `main`, before any thread exists (the `quire` binary does): changing
+/// the environment while another thread reads it is undefined behaviour in C. For callers that
+/// did not (tests, benches), it is set here if missing; they load the runtime before starting
+/// threads of their own that touch the environment.
 pub fn load_library(path: &Path) -> Result<ort::environment::Environment, RuntimeError> {
+    if std::env::var_os(DISABLE_TELEMETRY_VAR).is_none_or(|v| v != DISABLE_TELEMETRY_VALUE) {
+        std::env::set_var(DISABLE_TELEMETRY_VAR, DISABLE_TELEMETRY_VALUE);
+    }
     let builder = ort::init_from(path).map_err(|e| RuntimeError::Load {
         path: path.display().to_string(),
         reason: e.to_string(),
     })?;
     builder
         .with_name("quire")
+        // The API's switch for telemetry events: kept, but it only acts once the environment,
+        // and with it the telemetry client, exists; the variable above keeps the client off.
         .with_telemetry(false)
         .build()
         .map_err(|e| RuntimeError::Environment(e.to_string()))

@@ -2,16 +2,17 @@
 //! together so that `quire run` (one batch) and `quire watch` (one batch per wave of arrivals)
 //! plan, process and mark documents the same way.
 //!
-//! Order of a document's life: planned against the state store (skip done, retry failed up to
-//! `retries`, redo what a dead process left running), marked running, processed, its outputs
-//! written atomically, and only then marked done or failed.
+//! Order of a document's life: claimed in the state store in one step (skip done, retry failed
+//! up to `retries`, take over what a process that is gone left running, leave what another
+//! live process holds), processed, its outputs written atomically, and only then marked done
+//! or failed. While a job lives, a heartbeat thread keeps the leases of its claims.
 
 use crate::render::PoolOptions;
-use crate::run::render::Documents;
+use crate::run::render::{Documents, Split};
 use crate::run::{DocumentDone, RunSettings, RunSummary};
 use crate::shard::Shard;
 use crate::sources::Source;
-use crate::state::{self, DocKey, Plan, StateError, StateStore};
+use crate::state::{self, DocKey, DocState, Heartbeat, Plan, StateError, StateStore};
 use crate::{record, DocError};
 use quire_constrained::JsonConstraint;
 use quire_exporters::formats::Exporter;
@@ -53,6 +54,9 @@ pub struct Job {
     settings: RunSettings,
     exporter: Exporter,
     store: StateStore,
+    /// Keeps this job's leases; stops with the job.
+    _heartbeat: Heartbeat,
+    /// Tells other processes that this one works in the output folder.
     fingerprint: String,
     options: JobOptions,
 }
@@ -68,15 +72,36 @@ pub struct BatchOutcome {
     pub abandoned: Vec<Source>,
     /// Among `kept`, those done before with the same settings.
     pub skipped_done: usize,
-    /// Documents of other shards, or running in another live process.
+    /// Among `kept`, those that could not be read.
+    pub unreadable: usize,
+    /// Documents of other shards.
     pub not_ours: usize,
+    /// Documents held by another live process on the same output folder when planned.
+    pub busy: Vec<BusyDocument>,
     pub summary: RunSummary,
+}
+
+/// A document another process held when this one planned.
+#[derive(Debug, Clone)]
+pub struct BusyDocument {
+    pub source: Source,
+    pub content_sha256: String,
+    pub lease: state::Lease,
+}
+
+/// What became of the documents another process held, looked up again at the end of a run.
+#[derive(Default)]
+pub struct Elsewhere {
+    /// Finished by the other process: their records, read from their JSON.
+    pub finished: Vec<(Source, DocumentRecord)>,
+    /// Not finished (or finished without a JSON record to read), with why.
+    pub unfinished: Vec<(Source, String)>,
 }
 
 impl Job {
     /// Opens the state store under `options.out` (removing temporaries a killed run left) and
-    /// fingerprints the model files and settings. `model_dir` and `dtype` name the files the
-    /// model was loaded from.
+    /// fingerprints the model files and settings.
+    /// `model_dir` and `dtype` name the files the model was loaded from.
     pub fn new(
         model: Gemma4,
         model_dir: &Path,
@@ -86,7 +111,9 @@ impl Job {
         exporter: Exporter,
         options: JobOptions,
     ) -> Result<Job, JobError> {
+        let store = StateStore::open(&options.out)?;
         // A run killed while writing leaves hidden temporary files, never partial outputs.
+        // They are named after their writer: only those of processes that are gone go.
         let stale =
             quire_exporters::atomic::remove_stale_temporaries(&options.out).map_err(|source| {
                 JobError::Clean {
@@ -97,15 +124,16 @@ impl Job {
         if stale > 0 {
             tracing::info!(stale, "removed temporary files of an interrupted run");
         }
-        let store = StateStore::open(&options.out)?;
         let fingerprint = fingerprint(&store, model_dir, dtype, &settings)?;
         settings.fingerprint = fingerprint.clone();
+        let heartbeat = store.start_heartbeat()?;
         Ok(Job {
             model: Some(model),
             constraint,
             settings,
             exporter,
             store,
+            _heartbeat: heartbeat,
             fingerprint,
             options,
         })
@@ -143,20 +171,19 @@ impl Job {
         mut on_event: impl FnMut(&DocumentDone),
     ) -> Result<BatchOutcome, JobError> {
         let plan = self.plan(sources)?;
-        for (source, sha) in plan.process.iter().zip(&plan.hashes) {
-            self.store.mark_running(&self.key(sha), &display(source))?;
-        }
         tracing::info!(
             process = plan.process.len(),
             kept = plan.kept.len(),
-            "planned from the state store"
+            busy = plan.busy.len(),
+            "claimed in the state store"
         );
         let sources = Arc::new(plan.process);
         let events =
             crate::render::render_while(sources.to_vec(), self.options.pool.clone(), move || {
                 !stop.load(Ordering::SeqCst)
             });
-        let documents = Documents::new(events, &sources, plan.hashes.clone());
+        let split = Split::for_pages_per_prompt(self.settings.max_pages_per_prompt);
+        let documents = Documents::new(events, &sources, plan.hashes.clone(), split);
         let model = self.model.take().expect("no batch is running");
         let store = &self.store;
         let fingerprint = &self.fingerprint;
@@ -212,7 +239,9 @@ impl Job {
             abandoned,
             kept: plan.kept,
             skipped_done: plan.skipped_done,
+            unreadable: plan.unreadable,
             not_ours: plan.not_ours,
+            busy: plan.busy,
             summary,
         })
     }
@@ -224,9 +253,12 @@ impl Job {
         }
     }
 
+    /// Claims each source in the state store (see [`StateStore::claim`]).
     fn plan(&self, sources: Vec<Source>) -> Result<BatchPlan, JobError> {
         let mut plan = BatchPlan::default();
+        let unreadable_before = self.store.input_failure_sources()?;
         for source in sources {
+            let name = display(&source);
             let sha = match state::file_sha256(&source.path) {
                 Ok(sha) => sha,
                 Err(e) => {
@@ -234,10 +266,14 @@ impl Job {
                     // error record like any input that cannot be read.
                     let error = crate::error::vanished_or_io_error(&source.path, &e);
                     let record = self.report_input_error(&error, Some(&source.relative));
+                    plan.unreadable += 1;
                     plan.kept.push((source, record));
                     continue;
                 }
             };
+            if unreadable_before.contains(&name) {
+                self.store.forget_input_failure(&name)?;
+            }
             if self
                 .options
                 .shard
@@ -246,44 +282,88 @@ impl Job {
                 plan.not_ours += 1;
                 continue;
             }
-            match self.store.plan(&self.key(&sha), self.options.retries)? {
+            // Done before: its JSON is the record. Missing (deleted by hand) or replaced since
+            // by a run with other settings: the claim redoes it.
+            let mut done = None;
+            let claimed = self
+                .store
+                .claim(&self.key(&sha), &name, self.options.retries, || {
+                    done = self.output_record(&source, &sha);
+                    done.is_some()
+                })?;
+            match claimed {
                 Plan::Skip => {
-                    // Done before: its JSON is the record. Missing (deleted by hand) or
-                    // replaced since by a run with other settings: redo it.
-                    if let Some(record) = self.done_record(&source, &sha) {
-                        plan.skipped_done += 1;
-                        plan.kept.push((source, record));
-                        continue;
-                    }
+                    plan.skipped_done += 1;
+                    plan.kept
+                        .push((source, done.expect("checked by the claim")));
                 }
-                Plan::Busy => {
-                    plan.not_ours += 1;
-                    continue;
-                }
-                Plan::GiveUp { attempts, error } => {
+                Plan::Busy(lease) => plan.busy.push(BusyDocument {
+                    source,
+                    content_sha256: sha,
+                    lease,
+                }),
+                Plan::GiveUp { message, .. } => {
                     let record = record::failed_before_run(
                         &self.settings,
-                        display(&source),
+                        name,
                         sha,
                         ErrorRecord {
                             kind: ErrorKind::RetriesExhausted,
-                            message: format!("failed {attempts} times, last: {error}"),
+                            message,
                             page: None,
                         },
                     );
+                    // Written like any failed document's record.
+                    if let Err(e) = self.exporter.write_document(&source.relative, &record) {
+                        tracing::warn!("{e}");
+                    }
                     plan.kept.push((source, record));
-                    continue;
                 }
-                Plan::Process { .. } => {}
+                Plan::Process { .. } => {
+                    plan.process.push(source);
+                    plan.hashes.push(sha);
+                }
             }
-            plan.process.push(source);
-            plan.hashes.push(sha);
         }
         Ok(plan)
     }
 
-    /// The output JSON of `source` when it is the result of this content with these settings.
-    fn done_record(&self, source: &Source, sha: &str) -> Option<DocumentRecord> {
+    /// Looks up again, at the end of a run, the documents another process held when this one
+    /// planned: finished ones give their record (their JSON), the others say why they are not.
+    /// Call it under [`StateStore::lock_summaries`] so that what it reads is not stale when
+    /// the summaries are written.
+    pub fn finished_elsewhere(&self, busy: Vec<BusyDocument>) -> Result<Elsewhere, JobError> {
+        let mut elsewhere = Elsewhere::default();
+        for doc in busy {
+            let key = self.key(&doc.content_sha256);
+            let why = match self.store.state(&key)? {
+                Some((DocState::Done | DocState::Failed, _)) => {
+                    match self.output_record(&doc.source, &doc.content_sha256) {
+                        Some(record) => {
+                            elsewhere.finished.push((doc.source, record));
+                            continue;
+                        }
+                        None => "finished by another run, with no JSON record to list".into(),
+                    }
+                }
+                Some((DocState::Running, _)) => match self.store.lease(&key)? {
+                    Some(lease) if !lease.expired() => format!("held by {lease}"),
+                    Some(lease) => format!(
+                        "left unfinished by {lease} (its lease expired: the next run takes it \
+                         over)"
+                    ),
+                    None => "left unfinished by another run".into(),
+                },
+                _ => "left unfinished by another run (queued again)".into(),
+            };
+            elsewhere.unfinished.push((doc.source, why));
+        }
+        Ok(elsewhere)
+    }
+
+    /// The output JSON of `source` when it is the result of this content with these settings
+    /// (an error record included).
+    fn output_record(&self, source: &Source, sha: &str) -> Option<DocumentRecord> {
         let json =
             quire_exporters::layout::output_path(self.exporter.out(), &source.relative, "json")
                 .ok()?;
@@ -295,7 +375,8 @@ impl Job {
 
     /// The record of an input that could not even be read, written where its output would
     /// have gone when it has a place under the output folder (`relative`), like any failed
-    /// document. `quire run` and `quire watch` report such inputs this way.
+    /// document, and recorded as failed in the state store under its name. `quire run` and
+    /// `quire watch` report such inputs this way.
     pub fn report_input_error(&self, error: &DocError, relative: Option<&Path>) -> DocumentRecord {
         let mut record = self.error_record(error);
         if let Some(relative) = relative {
@@ -303,6 +384,10 @@ impl Job {
             if let Err(e) = self.exporter.write_document(relative, &record) {
                 tracing::warn!("{e}");
             }
+        }
+        let failure = format!("{}: {}", error.kind, error.message);
+        if let Err(e) = self.store.record_input_failure(&record.source, &failure) {
+            tracing::error!("{e}");
         }
         record
     }
@@ -324,7 +409,9 @@ struct BatchPlan {
     hashes: Vec<String>,
     kept: Vec<(Source, DocumentRecord)>,
     skipped_done: usize,
+    unreadable: usize,
     not_ours: usize,
+    busy: Vec<BusyDocument>,
 }
 
 pub fn display(source: &Source) -> String {

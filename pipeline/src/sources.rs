@@ -202,17 +202,19 @@ pub fn format_name(f: InputFormat) -> &'static str {
 }
 
 /// The same file given twice is processed once; two different files that would write the same
-/// outputs (same relative path from different roots) make the later one an error.
+/// outputs (same relative path from different roots, or names that differ only in bytes the
+/// display form replaces) make the later one an error.
 fn dedupe(out: &mut Collected) {
     let mut seen_files = std::collections::HashSet::new();
-    let mut seen_outputs: HashMap<PathBuf, PathBuf> = HashMap::new();
+    let mut seen_outputs: HashMap<String, PathBuf> = HashMap::new();
     let mut kept = Vec::with_capacity(out.sources.len());
     for source in out.sources.drain(..) {
         let canonical = std::fs::canonicalize(&source.path).unwrap_or_else(|_| source.path.clone());
         if !seen_files.insert(canonical) {
             continue;
         }
-        if let Some(first) = seen_outputs.get(&source.relative) {
+        let output = quire_exporters::layout::display_relative(&source.relative);
+        if let Some(first) = seen_outputs.get(&output) {
             out.errors.push(DocError::new(
                 &source.path,
                 ErrorKind::DuplicateOutput,
@@ -224,7 +226,7 @@ fn dedupe(out: &mut Collected) {
             ));
             continue;
         }
-        seen_outputs.insert(source.relative.clone(), source.path.clone());
+        seen_outputs.insert(output, source.path.clone());
         kept.push(source);
     }
     out.sources = kept;
@@ -386,5 +388,24 @@ mod tests {
         assert_eq!(got.errors.len(), 1);
         assert_eq!(got.errors[0].path, b);
         assert_eq!(got.errors[0].kind, ErrorKind::DuplicateOutput);
+    }
+
+    /// Names that differ only in bytes the display form replaces would share outputs.
+    #[cfg(unix)]
+    #[test]
+    fn names_with_the_same_display_form_are_duplicates() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let name = |bytes: &[u8]| dir.path().join(std::ffi::OsStr::from_bytes(bytes));
+        write(&name(b"x\xff.pdf"), b"%PDF-1.4\n");
+        write(&name(b"x\xfe.pdf"), b"%PDF-1.7\n");
+        write(&name(b"x\n.pdf"), b"%PDF-1.5\n");
+        let got = collect(&[dir.path().to_path_buf()]);
+        assert_eq!(got.sources.len(), 1);
+        assert_eq!(got.errors.len(), 2);
+        assert!(got
+            .errors
+            .iter()
+            .all(|e| e.kind == ErrorKind::DuplicateOutput));
     }
 }

@@ -32,10 +32,15 @@ fn name(i: usize) -> PathBuf {
 
 /// A page of `width`×`height` white pixels of document `i`.
 fn page(i: usize, width: u32, height: u32) -> Page {
+    page_at(i, 0, width, height)
+}
+
+/// Page `index` of document `i`.
+fn page_at(i: usize, index: u32, width: u32, height: u32) -> Page {
     Page {
         source: name(i),
         relative: name(i),
-        page_index: 0,
+        page_index: index,
         page_count: Some(1),
         image: image::RgbImage::from_pixel(width, height, image::Rgb([255, 255, 255])),
         original_px: None,
@@ -116,7 +121,10 @@ fn a_page_the_image_processor_cannot_resize_is_image_too_thin() {
     // A page without width (the render stage never makes one; a decoder bug could).
     let records = run_ocr(
         model(false),
-        vec![vec![page(0, 96, 96), page(0, 0, 96)], vec![page(1, 96, 96)]],
+        vec![
+            vec![page(0, 96, 96), page_at(0, 1, 0, 96)],
+            vec![page(1, 96, 96)],
+        ],
     );
     let error = records[0].error.as_ref().expect("failed");
     assert_eq!(error.kind, ErrorKind::ImageTooThin, "{error:?}");

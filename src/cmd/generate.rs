@@ -1,6 +1,7 @@
 //! `quire generate`: one image (or none) and a prompt through Gemma 4: a quick check of a model
 //! directory. Everything model-specific (ids, template, sizes) comes from the directory.
 
+use super::output::outln;
 use anyhow::Context;
 use quire_onnx::gemma4::{
     Gemma4, GenerateOptions, LoadOptions, Message, NoProcessor, Request, Rgb8, Sampling,
@@ -94,9 +95,9 @@ pub fn run(global: &super::Global, args: GenerateArgs) -> anyhow::Result<u8> {
                 "decode_step_s": t.decode_step_s,
             },
         });
-        println!("{}", serde_json::to_string(&obj)?);
+        outln!("{}", serde_json::to_string(&obj)?)?;
     } else {
-        println!("{text}");
+        outln!("{text}")?;
         eprintln!("---");
         for (graph, rep) in &providers {
             eprintln!("{graph}: {}", rep.as_str().unwrap_or_default());

@@ -23,6 +23,7 @@ pub struct PdfWorkerArgs {
 
 pub fn run(global: &super::Global, args: RenderArgs) -> anyhow::Result<u8> {
     let inputs = args.inputs;
+    super::check_inputs_exist(&inputs)?;
     let resolved = settings::resolve_render(args.settings)?;
     let started = Instant::now();
     let out = resolved.out;

@@ -1,7 +1,12 @@
 //! `quire run`: the batch job. Settings come from flags, then `QUIRE_*` environment variables,
 //! then a TOML config file (`--config`), then defaults ([`quire_pipeline::settings`]).
+//!
+//! SIGINT/SIGTERM ([`super::signals`]): no new document starts, those in flight finish (a PDF
+//! page within `--page-timeout`) and are marked, the others are left queued, the summaries are
+//! written, and the exit code is 130 or 143. A second signal exits at once.
 
 use super::progress::Progress;
+use super::signals::Stop;
 use anyhow::bail;
 use quire_exporters::record::DocumentRecord;
 use quire_pipeline::run::RunSummary;
@@ -9,7 +14,11 @@ use quire_pipeline::settings::{self, RunArgs, SchemaBounds};
 use std::path::{Path, PathBuf};
 
 pub fn run(global: &super::Global, args: RunArgs) -> anyhow::Result<u8> {
+    let stop = Stop::on_signals(
+        "finishing the documents in flight, starting no new ones (a second signal stops at once)",
+    )?;
     let inputs = args.inputs;
+    super::check_inputs_exist(&inputs)?;
     let resolved = settings::resolve(args.settings)?;
     let collected = quire_pipeline::collect(&inputs);
     if collected.sources.is_empty() && collected.errors.is_empty() {
@@ -20,11 +29,22 @@ pub fn run(global: &super::Global, args: RunArgs) -> anyhow::Result<u8> {
         print_schema_bounds(bounds);
     }
     let mut job = opened.job;
+    if let Some((signal, code)) = stop.received() {
+        eprintln!("stopped by {signal} before any document started");
+        return Ok(code);
+    }
 
     let progress = Progress::new(collected.sources.len() as u64, "documents");
     let show = progress.observer();
-    let batch = job.process(collected.sources, |event| show(event.clone()))?;
+    let batch = job.process_until(collected.sources, stop.flag(), |event| show(event.clone()))?;
     progress.finish();
+    // Failures of documents not processed now (out of retries, unreadable) are said too.
+    let kept_failures: Vec<String> = batch
+        .kept
+        .iter()
+        .filter_map(|(_, r)| r.error.as_ref().map(|e| (r, e)))
+        .map(|(r, e)| format!("FAILED {}: {} ({})", r.source, e.message, e.kind))
+        .collect();
     // The summaries cover every input: done now, done before, and inputs that never started.
     let mut all: Vec<(PathBuf, DocumentRecord)> = batch
         .kept
@@ -32,19 +52,35 @@ pub fn run(global: &super::Global, args: RunArgs) -> anyhow::Result<u8> {
         .chain(batch.processed)
         .map(|(source, record)| (source.path, record))
         .collect();
+    let mut unreadable = batch.unreadable;
     // An unreadable input has no hash: shard 0 reports it.
     let report_input_errors = resolved.shard.is_none_or(|s| s.index == 0);
     for error in collected.errors.iter().filter(|_| report_input_errors) {
         let relative = relative_to_inputs(&inputs, &error.path);
         let record = job.report_input_error(error, relative.as_deref());
         all.push((error.path.clone(), record));
+        unreadable += 1;
     }
+    // Documents another run on this folder held: under the summary lock, what it finished is
+    // listed from its records, so the run that finishes last writes the complete summary.
+    let lock = job.store().lock_summaries()?;
+    let elsewhere = job.finished_elsewhere(batch.busy)?;
+    all.extend(
+        elsewhere
+            .finished
+            .into_iter()
+            .map(|(source, record)| (source.path, record)),
+    );
     all.sort_by(|a, b| a.0.cmp(&b.0));
     let records: Vec<DocumentRecord> = all.into_iter().map(|(_, r)| r).collect();
     // Documents were processed: a summary that cannot be written (a full disk) is reported
     // after them, not instead of them.
     let summaries = job.exporter().write_summaries(&records);
-    print_summary(&batch.summary, &resolved.out);
+    drop(lock);
+    print_summary(&batch.summary, unreadable, &resolved.out);
+    for line in &kept_failures {
+        eprintln!("{line}");
+    }
     let failed = records.iter().filter(|r| r.error.is_some()).count();
     if batch.skipped_done > 0 {
         eprintln!(
@@ -55,8 +91,35 @@ pub fn run(global: &super::Global, args: RunArgs) -> anyhow::Result<u8> {
     for e in &collected.errors {
         eprintln!("FAILED {e}");
     }
-    if let Err(e) = summaries {
+    if let Err(e) = &summaries {
         eprintln!("error: {e}");
+    }
+    if !elsewhere.unfinished.is_empty() {
+        eprintln!(
+            "{} documents are busy in another run on {}: not processed here and not in the \
+             summaries yet (the run that finishes last lists them; or run again later)",
+            elsewhere.unfinished.len(),
+            resolved.out.display()
+        );
+        const LISTED: usize = 20;
+        for (source, why) in elsewhere.unfinished.iter().take(LISTED) {
+            eprintln!("BUSY {}: {why}", quire_pipeline::job::display(source));
+        }
+        if elsewhere.unfinished.len() > LISTED {
+            eprintln!("BUSY ... and {} more", elsewhere.unfinished.len() - LISTED);
+        }
+    }
+    if let Some((signal, code)) = stop.received() {
+        eprintln!(
+            "stopped by {signal}: {} documents not started are left queued for the next run",
+            batch.abandoned.len()
+        );
+        return Ok(code);
+    }
+    if !elsewhere.unfinished.is_empty() {
+        return Ok(crate::exit::BUSY);
+    }
+    if summaries.is_err() {
         return Ok(crate::exit::PARTIAL);
     }
     Ok(if failed > 0 && !resolved.allow_partial {
@@ -82,10 +145,11 @@ fn relative_to_inputs(inputs: &[PathBuf], path: &Path) -> Option<PathBuf> {
         .filter(|r| !r.as_os_str().is_empty())
 }
 
-fn print_summary(summary: &RunSummary, out: &Path) {
+/// The run's numbers; `unreadable` inputs (failed before any stage) count as failed documents.
+fn print_summary(summary: &RunSummary, unreadable: usize, out: &Path) {
     let wall = summary.wall.as_secs_f64();
-    let docs = summary.records.len();
-    let failed = summary.failed();
+    let docs = summary.records.len() + unreadable;
+    let failed = summary.failed() + unreadable;
     eprintln!();
     eprintln!(
         "{docs} documents ({} ok, {failed} failed), {} pages, {} tokens generated in {wall:.1} s \

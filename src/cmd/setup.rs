@@ -1,6 +1,7 @@
 //! `quire setup`: provision ONNX Runtime and PDFium into quire's cache, from pip or a folder of
 //! wheels, or check what is there.
 
+use super::output::outln;
 use anyhow::Context;
 use clap::Args;
 use quire_onnx::provision::{Located, Origin, RuntimeSpec};
@@ -25,7 +26,7 @@ pub fn run(global: &super::Global, args: SetupArgs) -> anyhow::Result<u8> {
         quire_onnx::runtime::spec(args.gpu),
         &quire_pipeline::pdfium::PDFIUM,
     ];
-    println!("cache: {}", provisioner.cache_root.display());
+    outln!("cache: {}", provisioner.cache_root.display())?;
     let mut missing = 0;
     for spec in specs {
         let found =
@@ -45,10 +46,12 @@ pub fn run(global: &super::Global, args: SetupArgs) -> anyhow::Result<u8> {
             Some(found) => report(spec, &found, args.check)?,
             None => {
                 missing += 1;
-                println!(
+                outln!(
                     "{:<16} {:<8} MISSING (install with `quire setup`, or set {})",
-                    spec.name, spec.version, spec.env_var
-                );
+                    spec.name,
+                    spec.version,
+                    spec.env_var
+                )?;
             }
         }
     }
@@ -65,24 +68,24 @@ fn report(spec: &RuntimeSpec, found: &Located, load: bool) -> anyhow::Result<()>
         Origin::Cache => "cache",
         Origin::Installed => "installed now",
     };
-    println!(
+    outln!(
         "{:<16} {:<8} {} ({origin})",
         spec.name,
         spec.version,
         found.library.display()
-    );
+    )?;
     // A check loads the library too: a file that is there but cannot load is not "found".
     if load {
         if spec.name.starts_with("onnxruntime") {
             quire_onnx::runtime::load_library(&found.library)?;
-            println!(
+            outln!(
                 "{:<16} loaded: {}",
                 "",
                 quire_onnx::runtime::loaded_version()
-            );
+            )?;
         } else {
             quire_pipeline::pdfium::bind(&found.library)?;
-            println!("{:<16} loaded", "");
+            outln!("{:<16} loaded", "")?;
         }
     }
     Ok(())

@@ -1,5 +1,6 @@
 //! `quire status`: what the state store of an output folder says.
 
+use super::output::outln;
 use anyhow::Context;
 use clap::Args;
 use quire_pipeline::state::StateStore;
@@ -35,18 +36,30 @@ pub fn run(_global: &super::Global, args: StatusArgs) -> anyhow::Result<u8> {
             "pages_per_second": pages_per_s,
             "failures": failures,
         });
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        outln!("{}", serde_json::to_string_pretty(&value)?)?;
     } else {
-        println!(
+        outln!(
             "done {}  failed {}  running {}  queued {}",
-            counts.done, counts.failed, counts.running, counts.queued
-        );
-        println!(
+            counts.done,
+            counts.failed,
+            counts.running,
+            counts.queued
+        )?;
+        if counts.stale > 0 {
+            outln!(
+                "{} of the running documents were left by a process that stopped (no heartbeat \
+                 for {} s): the next run takes them over",
+                counts.stale,
+                quire_pipeline::state::LEASE.as_secs()
+            )?;
+        }
+        outln!(
             "{} pages done in {:.1} s of processing ({pages_per_s:.2} pages/s over the run)",
-            counts.pages_done, counts.busy_seconds
-        );
+            counts.pages_done,
+            counts.busy_seconds
+        )?;
         for f in &failures {
-            println!("FAILED {} (attempts {}): {}", f.source, f.attempts, f.error);
+            outln!("FAILED {} (attempts {}): {}", f.source, f.attempts, f.error)?;
         }
     }
     Ok(crate::exit::OK)

@@ -3,9 +3,10 @@
 //!
 //! Loop: wait for stable files ([`Arrivals`]), process them as one batch with the job (the
 //! model stays loaded), move sources to `done/` or `failed/` when asked, update the metrics
-//! textfile. SIGINT/SIGTERM stop taking files: documents already started finish, the rest of
-//! the batch is left (queued) for the next start, and the exit is 0. A second signal exits at
-//! once: what was in flight is marked running and redone next start.
+//! textfile. SIGINT/SIGTERM ([`super::signals`]) stop taking files: documents already started
+//! finish, the rest of the batch is left (queued) for the next start, and the exit is 0. A
+//! second signal exits at once (130 or 143): what was in flight is marked running and redone
+//! next start.
 
 use anyhow::{bail, Context};
 use quire_exporters::record::DocumentRecord;
@@ -14,8 +15,6 @@ use quire_pipeline::settings::{self, WatchArgs};
 use quire_pipeline::sources::{collect_files, Source};
 use quire_pipeline::watch::{Arrivals, Metrics};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub fn run(global: &super::Global, args: WatchArgs) -> anyhow::Result<u8> {
@@ -44,7 +43,9 @@ pub fn run(global: &super::Global, args: WatchArgs) -> anyhow::Result<u8> {
             );
         }
     }
-    let stop = stop_on_signals()?;
+    let stop = super::signals::Stop::on_signals(
+        "finishing the documents in flight, then stopping (a second signal stops at once)",
+    )?;
     let opened = settings::open_job(resolved, &global.provisioner())?;
     if let Some(bounds) = &opened.schema_bounds {
         super::run::print_schema_bounds(bounds);
@@ -87,7 +88,7 @@ pub fn run(global: &super::Global, args: WatchArgs) -> anyhow::Result<u8> {
         done: done_dir,
         failed: failed_dir,
     };
-    while !stop.load(Ordering::SeqCst) {
+    while !stop.requested() {
         let ready = arrivals.poll(Duration::from_millis(200), watch.max_batch.max(1));
         let depth = (arrivals.waiting() + ready.len()) as u64;
         if depth != metrics.queue_depth {
@@ -106,7 +107,7 @@ pub fn run(global: &super::Global, args: WatchArgs) -> anyhow::Result<u8> {
             metrics.documents_failed += 1;
             mover.finish(&error.path, &record, &mut arrivals);
         }
-        let batch = job.process_until(collected.sources, stop.clone(), log_event)?;
+        let batch = job.process_until(collected.sources, stop.flag(), log_event)?;
         for (source, record) in &batch.processed {
             match record.error {
                 None => metrics.documents_done += 1,
@@ -118,6 +119,13 @@ pub fn run(global: &super::Global, args: WatchArgs) -> anyhow::Result<u8> {
         for (source, record) in &batch.kept {
             log_kept(source, record);
             mover.finish(&source.path, record, &mut arrivals);
+        }
+        for doc in &batch.busy {
+            eprintln!(
+                "BUSY {}: held by {} (left to it)",
+                quire_pipeline::job::display(&doc.source),
+                doc.lease
+            );
         }
         if !batch.abandoned.is_empty() {
             eprintln!(
@@ -143,18 +151,6 @@ pub fn run(global: &super::Global, args: WatchArgs) -> anyhow::Result<u8> {
         metrics.documents_done, metrics.documents_failed, metrics.pages
     );
     Ok(crate::exit::OK)
-}
-
-/// The first SIGINT or SIGTERM sets the flag; a second one exits at once with 130.
-fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [SIGINT, SIGTERM] {
-        // Registered first, so it sees the flag as the previous signal left it.
-        signal_hook::flag::register_conditional_shutdown(signal, 130, stop.clone())?;
-        signal_hook::flag::register(signal, stop.clone())?;
-    }
-    Ok(stop)
 }
 
 fn log_event(event: &DocumentDone) {

@@ -79,8 +79,19 @@ impl WorkerProcess {
     ) -> Result<WorkerProcess, StartError> {
         let mut child = Command::new(&command.program);
         // Its own process group: a Ctrl-C meant for quire (which then finishes its work in
-        // flight) does not kill the workers under it. It exits when its stdin closes.
+        // flight) does not kill the workers under it. It exits when its stdin closes, and is
+        // killed when quire dies (a worker stuck in a page would not see its stdin close).
         std::os::unix::process::CommandExt::process_group(&mut child, 0);
+        #[cfg(target_os = "linux")]
+        {
+            let parent = std::process::id();
+            // SAFETY: `die_with_parent` makes only async-signal-safe calls.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut child, move || {
+                    die_with_parent(parent)
+                });
+            }
+        }
         let mut child = child
             .args(&command.args)
             // The password of encrypted PDFs goes to the worker with each job, over stdin;
@@ -203,6 +214,24 @@ impl Drop for WorkerProcess {
             self.kill();
         }
     }
+}
+
+/// Runs in the new worker between fork and exec: it gets SIGKILL when its parent dies. Linux
+/// sends that when the parent *thread* ends, which is the pool slot that owns the worker and
+/// stops it first anyway. A parent that died before the `prctl` would never send it: then the
+/// worker is an orphan already (its parent pid changed), and goes at once.
+#[cfg(target_os = "linux")]
+fn die_with_parent(parent: u32) -> std::io::Result<()> {
+    // SAFETY: plain system calls, async-signal-safe.
+    unsafe {
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if libc::getppid() as u32 != parent {
+            libc::_exit(1);
+        }
+    }
+    Ok(())
 }
 
 fn describe_exit(status: std::process::ExitStatus) -> String {

@@ -1,6 +1,7 @@
 //! The parent ↔ PDFium worker protocol.
 //!
-//! * Parent → worker, on the worker's stdin: one [`RenderJob`] per line, as JSON.
+//! * Parent → worker, on the worker's stdin: one [`RenderJob`] per line, as JSON; its path as
+//!   the bytes of the file name (an array of numbers), since names need not be UTF-8.
 //! * Worker → parent, on its stdout: frames of `u32 LE header length`, `u64 LE payload length`,
 //!   the header ([`Reply`] as JSON), then the payload (raw RGB8 rows for [`Reply::Page`], empty
 //!   otherwise). The first frame is [`Reply::Ready`] (or [`Reply::Fatal`]); each job ends with
@@ -20,6 +21,7 @@ pub const MAX_PAYLOAD: u64 = 256 << 20;
 /// Render pages `start_page..end_page` of `path`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RenderJob {
+    #[serde(with = "path_bytes")]
     pub path: PathBuf,
     #[serde(default)]
     pub password: Option<String>,
@@ -60,6 +62,22 @@ pub enum Reply {
     DocError { kind: ErrorKind, message: String },
     /// The job is finished.
     Done,
+}
+
+/// A path as its bytes: a JSON string holds only UTF-8, a file name any bytes but `/` and NUL.
+mod path_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::ffi::OsString;
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    use std::path::{Path, PathBuf};
+
+    pub fn serialize<S: Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(path.as_os_str().as_bytes())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+        Vec::<u8>::deserialize(d).map(|bytes| PathBuf::from(OsString::from_vec(bytes)))
+    }
 }
 
 /// Writes one frame and flushes.
@@ -155,9 +173,28 @@ mod tests {
 
     #[test]
     fn job_json() {
-        let job: RenderJob = serde_json::from_str(r#"{"path":"a.pdf","budget":280}"#).unwrap();
+        let job: RenderJob =
+            serde_json::from_str(r#"{"path":[97,46,112,100,102],"budget":280}"#).unwrap();
+        assert_eq!(job.path, PathBuf::from("a.pdf"));
         assert_eq!(job.budget.soft_tokens(), 280);
         assert_eq!(job.start_page, 0);
         assert!(job.password.is_none());
+    }
+
+    #[test]
+    fn any_file_name_survives_the_trip() {
+        use std::os::unix::ffi::OsStrExt;
+        let path = PathBuf::from(std::ffi::OsStr::from_bytes(b"/in/\xff-x\n\"y\".pdf"));
+        let job = RenderJob {
+            path: path.clone(),
+            password: None,
+            budget: serde_json::from_str("70").unwrap(),
+            start_page: 0,
+            end_page: None,
+        };
+        let line = serde_json::to_string(&job).unwrap();
+        assert!(!line.contains('\n'), "one line: {line}");
+        let back: RenderJob = serde_json::from_str(&line).unwrap();
+        assert_eq!(back.path, path);
     }
 }

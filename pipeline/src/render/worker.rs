@@ -4,7 +4,7 @@
 //!
 //! Test hooks (read from the environment, for the crash and hang tests): a document whose path
 //! contains `QUIRE_TEST_CRASH_ON` makes the worker `abort()` before each page, one whose path
-//! contains `QUIRE_TEST_HANG_ON` makes it sleep forever.
+//! contains `QUIRE_TEST_HANG_ON` makes it say so on stderr and sleep forever.
 
 use super::protocol::{write_frame, RenderJob, Reply};
 use crate::error::ErrorKind;
@@ -253,6 +253,8 @@ fn test_hooks(path: &Path) {
         std::process::abort();
     }
     if matches("QUIRE_TEST_HANG_ON") {
+        // Said, so that tests know the worker is stuck in a page (not waiting for a job).
+        eprintln!("test hook: hanging on {name}");
         loop {
             std::thread::sleep(std::time::Duration::from_secs(3600));
         }

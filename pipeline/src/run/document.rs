@@ -1,6 +1,10 @@
 //! What flows between the stages: a document with its pages, filled in stage by stage (pixels,
 //! then processed images, then image features, then the output), and its error record once a
 //! stage fails it. A failed document still flows to the export stage, which writes its record.
+//!
+//! A long document flows in parts of a few pages each ([`Part`]), so that memory follows the
+//! pages in flight, not the length of the longest document; the generate stage puts the parts'
+//! outputs back together.
 
 use crate::page::Page;
 use quire_exporters::record::{ErrorKind, ErrorRecord, PageRecord, TokenCounts};
@@ -24,6 +28,18 @@ pub struct Document {
     /// The Markdown or free text (`ocr`, `prompt`).
     pub text: Option<String>,
     pub tokens: TokenCounts,
+    /// `None` for a document that flows whole; else which part of a long document this is.
+    pub part: Option<Part>,
+}
+
+/// Which part of a long document a [`Document`] holds: its pages are a run of the document's
+/// pages (their records carry the page numbers in the whole document).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Part {
+    /// 0-based, in page order.
+    pub number: u32,
+    /// The document's last part: its count of parts is `number + 1`.
+    pub last: bool,
 }
 
 /// One page of a [`Document`]: what the model needs of it, and its record.
@@ -63,21 +79,26 @@ impl Document {
             data: None,
             text: None,
             tokens: TokenCounts::default(),
+            part: None,
         };
         match pages {
             Ok(pages) if pages.is_empty() => {
                 doc.fail(ErrorKind::EmptyDocument, "no pages".into(), None)
             }
-            Ok(pages) => {
-                doc.pages = pages
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, page)| DocumentPage::new(i as u32, page))
-                    .collect()
-            }
+            Ok(pages) => doc.pages = pages.into_iter().map(DocumentPage::new).collect(),
             Err(e) => doc.error = Some(e),
         }
         doc
+    }
+
+    /// Frees what only the model stages need (pixels, processed images, image features) once
+    /// the output is generated: the export needs only the records.
+    pub fn drop_model_inputs(&mut self) {
+        for page in &mut self.pages {
+            page.pixels.data = Vec::new();
+            page.image = None;
+            page.features = None;
+        }
     }
 
     /// Fails the document, unless an earlier stage did: the first error names the failure.
@@ -93,8 +114,9 @@ impl Document {
 }
 
 impl DocumentPage {
-    fn new(index: u32, page: Page) -> DocumentPage {
+    fn new(page: Page) -> DocumentPage {
         let (width, height) = page.image.dimensions();
+        let index = page.page_index;
         DocumentPage {
             pixels: Rgb8 {
                 width,

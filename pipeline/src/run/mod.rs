@@ -4,7 +4,8 @@
 //! render (worker processes) ─► preprocess (rayon) ─► vision encode ─► generate ─► export
 //! ```
 //! Stages are threads joined by bounded channels (see [`crate::stage`]); the unit that flows is
-//! a [`Document`] with its pages. The model stages batch across documents by budget: the vision
+//! a [`Document`] with its pages, or a part of a long one ([`document::Part`], put back together
+//! by the generate stage). The model stages batch across documents by budget: the vision
 //! stage encodes pages in runs of at most `vision_patches` patches, the generate stage keeps one
 //! decoder batch that sequences join and leave under `batch_tokens` (so documents can leave it
 //! in another order than they came). A document that fails at any stage carries its error

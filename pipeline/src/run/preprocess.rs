@@ -67,6 +67,8 @@ fn preprocess(processor: &ImageProcessor, budget: Budget, doc: &mut Document) {
                     }
                 }
                 page.image = Some(image);
+                // The processed image is what the model takes from here on.
+                page.pixels.data = Vec::new();
             }
             Err(e) => {
                 let index = page.record.index;

@@ -33,6 +33,18 @@ pub enum SettingsError {
     ExtractNeedsSchema,
     #[error("--task prompt needs --prompt TEXT")]
     PromptNeedsText,
+    /// Formats that have no place for what the task produces: the documents would be marked
+    /// done with their result written nowhere.
+    #[error(
+        "--format {formats} cannot hold what --task {task} produces ({result}), which would be \
+         lost; formats for {task}: {fits}"
+    )]
+    FormatDropsResult {
+        formats: String,
+        task: &'static str,
+        result: &'static str,
+        fits: String,
+    },
     #[error("reading schema {}", path.display())]
     ReadSchema {
         path: PathBuf,

@@ -59,7 +59,7 @@ mod tests {
         let config = dir.path().join("quire.toml");
         std::fs::write(
             &config,
-            "out = \"/data/out\"\nmodel = \"/models/g\"\nbudget = 1120\nformat = \"json,csv\"\n\
+            "out = \"/data/out\"\nmodel = \"/models/g\"\nbudget = 1120\nformat = \"json,md\"\n\
              max_new_tokens = 99\nmode = \"640\"\nretries = 5\n",
         )
         .unwrap();
@@ -74,7 +74,7 @@ mod tests {
         assert_eq!(r.out, PathBuf::from("/data/out"));
         assert_eq!(r.budget.soft_tokens(), 140, "the flag wins");
         assert_eq!(r.max_new_tokens, 99, "the file fills what no flag gave");
-        assert_eq!(r.formats, vec![Format::Json, Format::Csv]);
+        assert_eq!(r.formats, vec![Format::Json, Format::Markdown]);
         assert_eq!(r.mode, 0o640);
         assert_eq!(r.retries, 5);
         assert!(matches!(r.task, Task::Ocr));

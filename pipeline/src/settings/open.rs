@@ -15,8 +15,15 @@ use std::sync::Arc;
 /// What can go wrong opening a job: nothing has been processed yet.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenJobError {
-    /// The cause is in the message (not a `source`), said once.
-    #[error("the output folder {} cannot be written: {error}", path.display())]
+    /// Worded as the state store's own check (`StateError::NotWritable`), which this one
+    /// precedes so that the model is not loaded for nothing. The cause is in the message (not a
+    /// `source`), said once.
+    #[error(
+        "output folder {} is not writable ({error}): quire writes its outputs and its state \
+         store ({}/) there",
+        path.display(),
+        crate::state::STATE_DIR
+    )]
     OutputFolder {
         path: PathBuf,
         error: std::io::Error,

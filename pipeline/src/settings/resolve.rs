@@ -303,6 +303,7 @@ fn job_settings(args: JobSettingsArgs) -> Result<JobSettings, SettingsError> {
             _ => vec![Format::Json, Format::Jsonl, Format::Markdown],
         },
     };
+    check_formats_hold_result(&task, &formats)?;
     let password = pages.password()?;
     let mode = job
         .mode
@@ -344,6 +345,35 @@ fn job_settings(args: JobSettingsArgs) -> Result<JobSettings, SettingsError> {
             Some(shard) => Some(shard),
             None => Shard::from_env(|k| std::env::var(k).ok()).map_err(SettingsError::ShardEnv)?,
         },
+    })
+}
+
+/// Refuses `formats` of which one has no place for `task`'s result (`--task ocr --format csv`):
+/// before any document is read, rather than marking documents done with nothing written.
+fn check_formats_hold_result(task: &Task, formats: &[Format]) -> Result<(), SettingsError> {
+    let (holds, result): (fn(Format) -> bool, _) = match task {
+        Task::Extract { .. } => (Format::holds_data, "a JSON object per document"),
+        Task::Ocr => (Format::holds_text, "Markdown text"),
+        Task::Prompt { .. } => (Format::holds_text, "free text"),
+    };
+    let dropping: Vec<&str> = formats
+        .iter()
+        .filter(|f| !holds(**f))
+        .map(|f| f.name())
+        .collect();
+    if dropping.is_empty() {
+        return Ok(());
+    }
+    let fits: Vec<&str> = Format::ALL
+        .into_iter()
+        .filter(|f| holds(*f))
+        .map(Format::name)
+        .collect();
+    Err(SettingsError::FormatDropsResult {
+        formats: dropping.join(","),
+        task: task.name(),
+        result,
+        fits: fits.join(", "),
     })
 }
 

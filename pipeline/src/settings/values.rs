@@ -62,15 +62,7 @@ impl FromStr for Formats {
 
 impl fmt::Display for Formats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        join(
-            f,
-            self.0.iter().map(|format| match format {
-                Format::Json => "json",
-                Format::Jsonl => "jsonl",
-                Format::Csv => "csv",
-                Format::Markdown => "md",
-            }),
-        )
+        join(f, self.0.iter().map(|format| format.name()))
     }
 }
 

@@ -6,6 +6,7 @@
 
 pub mod loop_guard;
 mod outputs;
+mod parts;
 mod processor;
 mod prompts;
 
@@ -18,6 +19,7 @@ use super::settings::RunSettings;
 use crate::stage::StageReport;
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use outputs::{finish_doc, finish_sequence, Output};
+use parts::Parts;
 use processor::SequenceProcessor;
 use prompts::{prompts, Prompt};
 use quire_constrained::JsonConstraint;
@@ -52,6 +54,8 @@ struct Scheduler<'c> {
     processor: SequenceProcessor<'c>,
     next_doc: usize,
     next_seq: usize,
+    /// Parts of long documents whose other parts are not generated yet.
+    parts: Parts,
     /// Documents ready to go downstream.
     done: Vec<Document>,
 }
@@ -100,6 +104,7 @@ fn run(
         owners: HashMap::new(),
         next_doc: 0,
         next_seq: 0,
+        parts: Parts::default(),
         done: Vec::new(),
     };
     let mut closed = false;
@@ -189,13 +194,13 @@ impl Scheduler<'_> {
     fn take_in(&mut self, model: &Gemma4, mut doc: Document) {
         let taken = Instant::now();
         if doc.error.is_some() {
-            return self.done.push(doc);
+            return self.finished(doc);
         }
         let prompts = match prompts(model, &self.settings, &mut doc) {
             Ok(p) => p,
             Err(e) => {
                 doc.fail(ErrorKind::PromptTooLong, e.to_string(), None);
-                return self.done.push(doc);
+                return self.finished(doc);
             }
         };
         let key = self.next_doc;
@@ -309,7 +314,7 @@ impl Scheduler<'_> {
                     .fail(ErrorKind::GenerationFailed, message.clone(), None);
                 self.waiting.retain(|&(k, _)| k != key);
                 record_time(&mut flight);
-                self.done.push(flight.doc);
+                self.finished(flight.doc);
             }
         }
     }
@@ -329,7 +334,19 @@ impl Scheduler<'_> {
             outputs,
         );
         record_time(&mut flight);
-        self.done.push(flight.doc);
+        self.finished(flight.doc);
+    }
+
+    /// A generated document (or part) goes downstream without what only the model needed; a
+    /// part waits for the rest of its document.
+    fn finished(&mut self, mut doc: Document) {
+        doc.drop_model_inputs();
+        if doc.part.is_none() {
+            return self.done.push(doc);
+        }
+        if let Some(whole) = self.parts.add(doc, self.constraint) {
+            self.done.push(whole);
+        }
     }
 }
 

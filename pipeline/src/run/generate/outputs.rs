@@ -55,7 +55,9 @@ pub(super) fn finish_doc(
         (Task::Extract { .. }, Some(constraint)) => {
             let mut values = Vec::with_capacity(outputs.len());
             for ((ids, error, complete), prompt) in outputs.into_iter().zip(prompts) {
-                let page = (prompts.len() > 1).then_some(prompt.pages[0] as u32);
+                // A failure names its page when the document had several prompts.
+                let page =
+                    (prompts.len() > 1 || doc.part.is_some()).then(|| page_number(doc, prompt));
                 if let Some(e) = error {
                     return doc.fail(ErrorKind::ConstraintFailed, e, page);
                 }
@@ -93,13 +95,10 @@ pub(super) fn finish_doc(
                     None => model.decode_text(&ids),
                 };
                 match decoded {
-                    Ok(text) => parts.push((prompt.pages[0], text.trim().to_string())),
+                    Ok(text) => parts.push((page_number(doc, prompt), text.trim().to_string())),
                     Err(e) => {
-                        return doc.fail(
-                            ErrorKind::DecodeFailed,
-                            e.to_string(),
-                            Some(prompt.pages[0] as u32),
-                        )
+                        let page = page_number(doc, prompt);
+                        return doc.fail(ErrorKind::DecodeFailed, e.to_string(), Some(page));
                     }
                 }
             }
@@ -111,6 +110,11 @@ pub(super) fn finish_doc(
             doc.text = Some(joined);
         }
     }
+}
+
+/// The 0-based page number (in the whole document) of a prompt's first page.
+fn page_number(doc: &Document, prompt: &Prompt) -> u32 {
+    doc.pages[prompt.pages[0]].record.index
 }
 
 /// The failures of an `extract` output that constrained decoding keeps out of end-to-end runs

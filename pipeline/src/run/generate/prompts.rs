@@ -37,14 +37,20 @@ pub(super) struct Prompt {
 }
 
 /// The prompts of a document: `extract` shows all pages in one prompt while they fit the page
-/// limit and the context, else one prompt per page (merged later); free text is per page.
+/// limit and the context, else one prompt per page (merged later); free text is per page, and
+/// so is every part of a long document.
 pub(super) fn prompts(
     model: &Gemma4,
     settings: &RunSettings,
     doc: &mut Document,
 ) -> Result<Vec<Prompt>, PromptError> {
     let n = doc.pages.len();
-    if matches!(settings.task, Task::Extract { .. }) && n > 1 && n <= settings.max_pages_per_prompt
+    // A part of a long document: the document has more pages than one prompt takes.
+    let whole = doc.part.is_none();
+    if matches!(settings.task, Task::Extract { .. })
+        && whole
+        && n > 1
+        && n <= settings.max_pages_per_prompt
     {
         let pages: Vec<usize> = (0..n).collect();
         let input_ids = prompt_ids(
@@ -90,7 +96,7 @@ pub(super) fn prompts(
                 }
                 Err(e) => {
                     return Err(PromptError::Page {
-                        page: i + 1,
+                        page: doc.pages[i].record.index as usize + 1,
                         source: Box::new(e),
                     })
                 }
