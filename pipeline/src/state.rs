@@ -27,7 +27,6 @@ pub const STATE_FILE: &str = "state.sqlite";
 /// Serializes creating the store and writing the summaries (`results.jsonl`) of runs sharing
 /// the folder (an advisory `flock`).
 pub const LOCK_FILE: &str = "lock";
-/// Held shared by every process working in the folder (see [`StateStore::enter`]).
 
 /// How long a claim stays its owner's without a heartbeat.
 pub const LEASE: Duration = Duration::from_secs(60);
