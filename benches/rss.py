@@ -8,7 +8,7 @@ Two measures, each with the tiny model (ocr, budget 70, 4 new tokens) and the re
   duplicate) in a temp folder.
 * `pages N...`: one PDF of N pages (a line of text each, written here), the same settings.
 
-Reports the peak resident set size of the largest process (quire or one of its PDF workers,
+`QUIRE_BENCH_BUDGET` sets another budget. Reports the peak resident set size of the largest process (quire or one of its PDF workers,
 getrusage of the children), wall time and pages/s. Usage:
 
     cargo build --release
@@ -74,7 +74,8 @@ def measure(inputs: str, out: str) -> tuple[float, float]:
     result = subprocess.run(
         [sys.executable, "-c", code, QUIRE, "run", inputs, "--out", out,
          "--model", os.path.join(ROOT, "samples", "models", "tiny-gemma4"),
-         "--budget", "70", "--task", "ocr", "--max-new-tokens", "4"],
+         "--budget", os.environ.get("QUIRE_BENCH_BUDGET", "70"), "--task", "ocr",
+         "--max-new-tokens", "4"],
         check=True, capture_output=True, text=True,
     ).stdout.split()
     wall = time.monotonic() - start
