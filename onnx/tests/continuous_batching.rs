@@ -78,7 +78,7 @@ struct StopAfter {
 
 impl LogitsProcessor for StopAfter {
     fn process(&mut self, _seq: usize, _logits: &mut [f32]) {}
-    fn on_token(&mut self, seq: usize, _token: u32) -> bool {
+    fn on_token(&mut self, seq: usize, _token: u32, _logits: &[f32]) -> bool {
         let c = self.counts.entry(seq).or_default();
         *c += 1;
         self.stop_after.get(&seq).is_some_and(|&n| *c >= n)

@@ -227,7 +227,7 @@ impl LogitsProcessor for StopAndBan {
             logits[b as usize] = f32::NEG_INFINITY;
         }
     }
-    fn on_token(&mut self, seq: usize, _token: u32) -> bool {
+    fn on_token(&mut self, seq: usize, _token: u32, _logits: &[f32]) -> bool {
         if seq == self.stop_seq {
             self.count += 1;
             return self.count >= self.after;

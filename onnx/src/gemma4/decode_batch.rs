@@ -336,7 +336,7 @@ impl DecodeBatch {
             let tok = row.sampler.select(l);
             row.out.generated_ids.push(tok);
             row.next = tok;
-            let stop = processor.on_token(row.id, tok);
+            let stop = processor.on_token(row.id, tok, l);
             let reason = if self.stop_ids.contains(&tok) {
                 FinishReason::Stop
             } else if stop {

@@ -10,8 +10,9 @@ use rand::{Rng, SeedableRng};
 pub trait LogitsProcessor {
     /// Edit the (soft-capped) logits before selection; set disallowed tokens to `f32::NEG_INFINITY`.
     fn process(&mut self, seq: usize, logits: &mut [f32]);
-    /// The token chosen for `seq`. Return `true` to stop that sequence (the token is kept).
-    fn on_token(&mut self, _seq: usize, _token: u32) -> bool {
+    /// The token chosen for `seq`, with the logits it was chosen from (after `process`: what a
+    /// confidence is computed from). Return `true` to stop that sequence (the token is kept).
+    fn on_token(&mut self, _seq: usize, _token: u32, _logits: &[f32]) -> bool {
         false
     }
 }

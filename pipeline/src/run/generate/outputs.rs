@@ -201,7 +201,7 @@ mod tests {
         let mut generated = Vec::new();
         for &id in &ids {
             generated.push(id);
-            if processor.on_token(0, id) {
+            if processor.on_token(0, id, &[]) {
                 break;
             }
         }

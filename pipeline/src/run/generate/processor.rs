@@ -103,7 +103,7 @@ impl LogitsProcessor for SequenceProcessor<'_> {
         }
     }
 
-    fn on_token(&mut self, seq: usize, token: u32) -> bool {
+    fn on_token(&mut self, seq: usize, token: u32, _logits: &[f32]) -> bool {
         let Some(state) = self.sequences.get_mut(&seq) else {
             return false;
         };
