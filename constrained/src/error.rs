@@ -16,13 +16,15 @@ pub enum SchemaError {
     Invalid { pointer: String, message: String },
     /// Even with the smallest defaults the complete output may not fit the token limit.
     #[error(
-        "the schema's required structure cannot fit in max_new_tokens = {max_new_tokens}: its \
-         worst case is {worst_case_tokens} tokens with default maxLength {max_length} and \
-         maxItems {max_items}; raise max_new_tokens or set smaller maxLength/maxItems/maximum \
-         in the schema"
+        "the schema does not fit --max-new-tokens {max_new_tokens}: a complete object can need \
+         {smallest_max_new_tokens} tokens even with quire's smallest defaults (strings without \
+         maxLength cut to {max_length} characters, arrays without maxItems to {max_items} \
+         items); use --max-new-tokens {smallest_max_new_tokens} or more, or give the schema \
+         smaller maxLength/maxItems/maximum"
     )]
     DoesNotFit {
-        worst_case_tokens: usize,
+        /// The smallest `max_new_tokens` that this schema fits.
+        smallest_max_new_tokens: usize,
         max_new_tokens: usize,
         max_length: usize,
         max_items: usize,

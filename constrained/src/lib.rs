@@ -41,7 +41,10 @@
 //! * `additionalProperties: false` on objects (the schema's properties only);
 //! * `maxLength` on strings without `enum`/`const`: the default string length `L` (at least
 //!   `minLength`); format strings get their own: `date` 10, `uuid` 36, `ipv4` 15, `ipv6` 39,
-//!   `date-time` 32, `time` 21 (microseconds and an offset), `hostname` `min(L, 253)`;
+//!   `date-time` 32, `time` 21 (microseconds and an offset), `hostname` `min(L, 253)`; a
+//!   string with a `pattern` anchored at both ends (`^…$`) gets the pattern's longest match
+//!   (every string the pattern admits stays possible), one with an unanchored pattern at least
+//!   its shortest match (never an unsatisfiable field);
 //! * `maxItems` on arrays: the default item count `I` (at least `minItems`);
 //! * `minimum`/`maximum` on integers: ±(2^53 − 1) (exact in f64, safe in i64); on numbers:
 //!   ±1e15; each side only where missing (an exclusive bound counts);
@@ -54,14 +57,16 @@
 //! The schema's own bounds are kept. The worst-case output is then computed in bytes, which
 //! bounds tokens for any tokenizer (every token is at least one byte): compact JSON
 //! punctuation and keys exactly; `4 × maxLength + 2` per free string, `maxLength + 2` per
-//! format string (ASCII); sign + integer digits of the larger bound + `.` + `multipleOf`
+//! format string or anchored ASCII pattern (2× where `"` or a backslash may occur); sign +
+//! integer digits of the larger bound + `.` + `multipleOf`
 //! decimals per number; the longest value of an `enum`/`const`; `maxItems` × item (+ commas)
 //! per array; every property present per object; the largest alternative of a type list or
 //! `anyOf`/`oneOf`. `L` and `I` start at [`BoundOptions::default_max_length`] (256) and
 //! [`BoundOptions::default_max_items`] (64) and shrink by a quarter at a time (whichever
 //! shrinks the bound more) until the bound fits [`BoundOptions::max_new_tokens`]; when it
 //! cannot fit at the floors (`L` 4, `I` 1) the schema is rejected with
-//! [`SchemaError::DoesNotFit`]. So a complete object always fits the limit.
+//! [`SchemaError::DoesNotFit`], which names the smallest `--max-new-tokens` that fits. So a
+//! complete object always fits the limit.
 //!
 //! The 4 tokens per free-string character is what makes this a guarantee for any tokenizer
 //! (a real model spends far fewer); [`BoundOptions::tokens_per_char`] trades it for longer

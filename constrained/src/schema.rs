@@ -244,7 +244,7 @@ pub fn prepare_schema(schema: &Value, opts: &BoundOptions) -> Result<PreparedSch
         match (bound_len, bound_items) {
             (None, None) => {
                 return Err(SchemaError::DoesNotFit {
-                    worst_case_tokens: bound,
+                    smallest_max_new_tokens: bound,
                     max_new_tokens: budget,
                     max_length: len,
                     max_items: items,
@@ -562,10 +562,23 @@ fn add_bounds(schema: &mut Value, max_length: usize, max_items: usize, opts: &Bo
         match t.as_str() {
             "string" if !obj.contains_key("maxLength") => {
                 let min = obj.get("minLength").and_then(Value::as_u64).unwrap_or(0) as usize;
-                let default = match obj.get("format").and_then(Value::as_str) {
+                let mut default = match obj.get("format").and_then(Value::as_str) {
                     Some(f) => format_default_max_length(f, max_length),
                     None => max_length,
                 };
+                // An anchored pattern bounds the string itself: every string it admits stays
+                // possible. Otherwise never below what the pattern needs (a default shorter
+                // than its shortest match would make the field unsatisfiable).
+                if let Some(lengths) = obj
+                    .get("pattern")
+                    .and_then(Value::as_str)
+                    .and_then(pattern_lengths)
+                {
+                    default = match lengths.max_chars {
+                        Some(longest) => longest,
+                        None => default.max(lengths.min_chars),
+                    };
+                }
                 obj.insert("maxLength".into(), json!(default.max(min)));
             }
             _ => {}
@@ -661,6 +674,74 @@ fn tighten_format(obj: &mut Map<String, Value>) {
         obj.remove("format");
         obj.insert("pattern".into(), Value::String(pattern));
         obj.insert("x-quire-format".into(), Value::String(format));
+    }
+}
+
+/// The lengths of the strings a `pattern` admits, in characters.
+struct PatternLengths {
+    /// No shorter string matches (JSON Schema patterns search: a match needs at least this).
+    min_chars: usize,
+    /// No longer string matches: only for a pattern anchored at both ends (`^…$`).
+    max_chars: Option<usize>,
+    /// Output bytes per character in JSON when every character of a matching string is ASCII
+    /// (an anchored pattern of ASCII characters):
+    /// 1, or 2 where `"`, `\` or a control character (escaped) can occur.
+    ascii_json_bytes: Option<usize>,
+}
+
+/// What `pattern` needs; `None` when the regex does not parse here (llguidance reports it).
+fn pattern_lengths(pattern: &str) -> Option<PatternLengths> {
+    use regex_syntax::hir::Look;
+    let hir = regex_syntax::Parser::new().parse(pattern).ok()?;
+    let props = hir.properties();
+    let ascii = ascii_chars(&hir);
+    // Lengths are in UTF-8 bytes: a character is 1 byte if ASCII, else up to 4.
+    let min_bytes = props.minimum_len().unwrap_or(0);
+    let min_chars = match ascii {
+        Some(_) => min_bytes,
+        None => min_bytes.div_ceil(4),
+    };
+    let anchored = props.look_set_prefix().contains(Look::Start)
+        && props.look_set_suffix().contains(Look::End);
+    Some(PatternLengths {
+        min_chars,
+        // at most one character per byte
+        max_chars: if anchored { props.maximum_len() } else { None },
+        // a search admits any characters around the match
+        ascii_json_bytes: ascii
+            .filter(|_| anchored)
+            .map(|escaped| if escaped { 2 } else { 1 }),
+    })
+}
+
+/// `Some(escaped)` when every character `hir` can match is ASCII; `escaped`: one of them is
+/// written escaped in JSON (`"`, `\`, a control character). `None` otherwise.
+fn ascii_chars(hir: &regex_syntax::hir::Hir) -> Option<bool> {
+    use regex_syntax::hir::{Class, HirKind};
+    let range = |lo: u32, hi: u32| -> Option<bool> {
+        (hi < 0x80).then(|| lo < 0x20 || (lo..=hi).contains(&0x22) || (lo..=hi).contains(&0x5c))
+    };
+    let all = |v: &mut dyn Iterator<Item = Option<bool>>| -> Option<bool> {
+        let mut escaped = false;
+        for x in v {
+            escaped |= x?;
+        }
+        Some(escaped)
+    };
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => Some(false),
+        HirKind::Literal(l) => all(&mut l.0.iter().map(|&b| range(b as u32, b as u32))),
+        HirKind::Class(Class::Unicode(c)) => all(&mut c
+            .ranges()
+            .iter()
+            .map(|r| range(r.start() as u32, r.end() as u32))),
+        HirKind::Class(Class::Bytes(c)) => all(&mut c
+            .ranges()
+            .iter()
+            .map(|r| range(r.start() as u32, r.end() as u32))),
+        HirKind::Repetition(r) => ascii_chars(&r.sub),
+        HirKind::Capture(c) => ascii_chars(&c.sub),
+        HirKind::Concat(v) | HirKind::Alternation(v) => all(&mut v.iter().map(ascii_chars)),
     }
 }
 
@@ -788,11 +869,16 @@ fn bytes_of(
                     Some("ipv6") => max.min(39),
                     _ => max,
                 };
-                // format strings are ASCII by their grammar
-                let per_char = if format.is_some() {
-                    cx.tokens_per_char.min(1.0)
-                } else {
-                    cx.tokens_per_char
+                // format strings are ASCII by their grammar; so are those of some patterns
+                let pattern_bytes = obj
+                    .get("pattern")
+                    .and_then(Value::as_str)
+                    .and_then(pattern_lengths)
+                    .and_then(|p| p.ascii_json_bytes);
+                let per_char = match (format, pattern_bytes) {
+                    (Some(_), _) => cx.tokens_per_char.min(1.0),
+                    (None, Some(b)) => cx.tokens_per_char.min(b as f64),
+                    (None, None) => cx.tokens_per_char,
                 };
                 2 + (chars as f64 * per_char).ceil() as usize
             }

@@ -732,7 +732,8 @@ fn constrained_rejects_uncompilable_and_oversized_schemas() {
     }
 }
 
-/// Every sample schema in samples/schemas compiles, and its outputs validate.
+/// Every sample schema in samples/schemas compiles at the README's --max-new-tokens 2048,
+/// and its outputs validate.
 #[test]
 fn constrained_sample_schemas_compile() {
     let tok = tokenizer();
@@ -744,11 +745,12 @@ fn constrained_sample_schemas_compile() {
             continue;
         }
         let schema: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        let c = JsonConstraint::new(&tok, &schema, &BoundOptions::new(8192))
+        // 2048: the README's budget, which fits the test model's 4,096-token context
+        let c = JsonConstraint::new(&tok, &schema, &BoundOptions::new(2048))
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         for _ in 0..20 {
             let mut seq = c.matcher();
-            generate(&mut seq, &mut rng, tok.vocab_size(), 8192, &mut Vec::new());
+            generate(&mut seq, &mut rng, tok.vocab_size(), 2048, &mut Vec::new());
             c.validate_sequence(&seq)
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         }
@@ -807,4 +809,78 @@ fn constrained_validation_is_strict() {
     ] {
         assert!(c.validate(bad).is_err(), "{bad}");
     }
+}
+
+/// A pattern's shortest match bounds the default `maxLength` from below (never unsatisfiable),
+/// an anchored pattern's longest match from above; random generation then completes and
+/// validates even at a small budget. A budget too small for any default names the smallest
+/// `--max-new-tokens` that fits, and that budget does fit.
+#[test]
+fn constrained_bounds_respect_patterns() {
+    let tok = tokenizer();
+    let po = json!({"type": "object", "properties": {
+        "po": {"type": "string", "pattern": "^PO-[0-9]{4,8}$"},
+        "ref": {"type": "string", "pattern": "INV-[0-9]{6}"},
+        "note": {"type": "string"}},
+        "required": ["po", "ref", "note"]});
+    let p = prepare_schema(&po, &BoundOptions::new(100)).unwrap();
+    let props = &p.grammar["properties"];
+    // at 100 tokens the free default shrinks to its floor; the patterns keep what they need
+    assert_eq!(p.default_max_length, 4, "{}", p.grammar);
+    assert_eq!(
+        props["po"]["maxLength"], 11,
+        "anchored: every PO-nnnn… up to 8 digits"
+    );
+    assert_eq!(
+        props["ref"]["maxLength"], 10,
+        "search: at least INV- and 6 digits"
+    );
+    assert_eq!(props["note"]["maxLength"], 4);
+    assert!(p.worst_case_tokens <= 100, "{}", p.worst_case_tokens);
+    let plain = po.clone();
+    let nulls = check_random_generation("patterns", &tok, vec![("po", po, plain, 100)], 50);
+    assert_eq!(nulls, 0);
+    // the case: one pattern field at 60 tokens
+    let one = json!({"type": "object", "properties": {
+        "po": {"type": "string", "pattern": "^PO-[0-9]{4,8}$"}}, "required": ["po"]});
+    let p = prepare_schema(&one, &BoundOptions::new(60)).unwrap();
+    assert_eq!(p.grammar["properties"]["po"]["maxLength"], 11);
+    check_random_generation(
+        "patterns",
+        &tok,
+        vec![("po-only", one.clone(), one, 60)],
+        20,
+    );
+
+    // too small for the schema: the message names the smallest budget, which works
+    let err = prepare_schema(
+        &json!({"type": "object", "properties": {
+            "po": {"type": "string", "pattern": "^PO-[0-9]{4,8}$"},
+            "lines": {"type": "array", "minItems": 2, "items": {"type": "string", "maxLength": 12}}},
+            "required": ["po", "lines"]}),
+        &BoundOptions::new(40),
+    )
+    .unwrap_err();
+    let SchemaError::DoesNotFit {
+        smallest_max_new_tokens,
+        ..
+    } = err
+    else {
+        panic!("{err}")
+    };
+    let msg = err.to_string();
+    assert!(
+        msg.contains("does not fit --max-new-tokens 40")
+            && msg.contains(&format!(
+                "use --max-new-tokens {smallest_max_new_tokens} or more"
+            )),
+        "{msg}"
+    );
+    assert!(smallest_max_new_tokens > 40);
+    let schema = json!({"type": "object", "properties": {
+        "po": {"type": "string", "pattern": "^PO-[0-9]{4,8}$"},
+        "lines": {"type": "array", "minItems": 2, "items": {"type": "string", "maxLength": 12}}},
+        "required": ["po", "lines"]});
+    assert!(prepare_schema(&schema, &BoundOptions::new(smallest_max_new_tokens)).is_ok());
+    assert!(prepare_schema(&schema, &BoundOptions::new(smallest_max_new_tokens - 1)).is_err());
 }
