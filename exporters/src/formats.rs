@@ -76,6 +76,7 @@ pub enum ExportError {
 
 pub const JSONL_NAME: &str = "results.jsonl";
 pub const CSV_NAME: &str = "results.csv";
+pub const REVIEW_NAME: &str = "review.jsonl";
 
 /// Writes the outputs of one run under `out`.
 #[derive(Debug, Clone)]
@@ -174,6 +175,36 @@ impl Exporter {
             self.write(&self.out.join(CSV_NAME), &bytes)?;
         }
         Ok(())
+    }
+
+    /// `review.jsonl` over `records`: one line per value whose confidence is below `threshold`
+    /// (`source`, `field` as a JSON Pointer into `data`, `value`, `confidence`, `page`, `box`),
+    /// replaced whole. Returns the number of lines.
+    pub fn write_review(
+        &self,
+        records: &[DocumentRecord],
+        threshold: f64,
+    ) -> Result<usize, ExportError> {
+        let mut bytes = Vec::new();
+        let mut lines = 0;
+        for record in records {
+            let Some(data) = &record.data else { continue };
+            for (field, f) in record.fields_below(threshold) {
+                let line = serde_json::json!({
+                    "source": record.source,
+                    "field": field,
+                    "value": data.pointer(field),
+                    "confidence": f.confidence,
+                    "page": f.page,
+                    "box": f.bbox,
+                });
+                serde_json::to_writer(&mut bytes, &line).expect("values serialize");
+                bytes.push(b'\n');
+                lines += 1;
+            }
+        }
+        self.write(&self.out.join(REVIEW_NAME), &bytes)?;
+        Ok(lines)
     }
 
     fn write(&self, path: &Path, bytes: &[u8]) -> Result<(), ExportError> {

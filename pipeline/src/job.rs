@@ -193,6 +193,7 @@ impl Job {
                 index,
                 error,
                 pages,
+                review,
                 ..
             } = &event;
             // The outputs are in place (written atomically) before this event: now the mark.
@@ -201,7 +202,7 @@ impl Job {
                 fingerprint: fingerprint.clone(),
             };
             let marked = match error {
-                None => store.mark_done(&key, *pages),
+                None => store.mark_done(&key, *pages, *review),
                 Some(e) => store.mark_failed(&key, e),
             };
             if let Err(e) = marked {
@@ -463,6 +464,11 @@ fn fingerprint(
         ("max_new_tokens".into(), s.max_new_tokens.to_string()),
         ("text_anchor".into(), s.text_anchor.to_string()),
         ("sampling".into(), format!("{:?}", s.sampling)),
+        (
+            "max_pages_per_prompt".into(),
+            s.max_pages_per_prompt.to_string(),
+        ),
+        ("null_below".into(), format!("{:?}", s.null_below)),
     ]);
     Ok(state::fingerprint(&parts))
 }

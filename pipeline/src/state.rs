@@ -230,6 +230,10 @@ pub struct Counts {
     pub busy_seconds: f64,
     /// Seconds from the first start to the last finish of done documents.
     pub span_seconds: f64,
+    /// Values of done documents below --review-below (as the run that did each one set it).
+    pub review_values: u64,
+    /// Done documents with at least one such value.
+    pub review_documents: u64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -257,7 +261,7 @@ fn now() -> f64 {
 
 /// Columns of `documents`, in the order of the table a new store creates.
 const COLUMNS: &str = "content_sha256, fingerprint, source, state, attempts, error, pages, pid, \
-                       started_at, finished_at, duration_s, owner, heartbeat_at, process";
+                       started_at, finished_at, duration_s, owner, heartbeat_at, process, review";
 
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS documents (
@@ -275,6 +279,8 @@ const SCHEMA: &str = "
         owner          TEXT,
         heartbeat_at   REAL,
         process        TEXT,
+        -- Values of a done document below --review-below (its lines in review.jsonl).
+        review         INTEGER,
         PRIMARY KEY (content_sha256, fingerprint)
     );
     -- Inputs that failed before they had a content hash (unreadable, unknown format), by the
@@ -290,10 +296,11 @@ const SCHEMA: &str = "
     );";
 
 /// Columns added since the first stores: (name, type).
-const ADDED_COLUMNS: [(&str, &str); 3] = [
+const ADDED_COLUMNS: [(&str, &str); 4] = [
     ("owner", "TEXT"),
     ("heartbeat_at", "REAL"),
     ("process", "TEXT"),
+    ("review", "INTEGER"),
 ];
 
 /// `host:pid:start-time`, plus a counter for stores opened by one process in the same instant.
@@ -617,12 +624,13 @@ impl StateStore {
     }
 
     /// Call only after the document's outputs are durably in place.
-    pub fn mark_done(&self, key: &DocKey, pages: u32) -> Result<(), StateError> {
-        self.finish(key, "done", None, Some(pages))
+    /// `review`: how many of its values are below --review-below.
+    pub fn mark_done(&self, key: &DocKey, pages: u32, review: u32) -> Result<(), StateError> {
+        self.finish(key, "done", None, Some(pages), review)
     }
 
     pub fn mark_failed(&self, key: &DocKey, error: &str) -> Result<(), StateError> {
-        self.finish(key, "failed", Some(error), None)
+        self.finish(key, "failed", Some(error), None, 0)
     }
 
     /// A document this process claimed that was never started (a stop came first): queued
@@ -648,13 +656,14 @@ impl StateStore {
         state: &str,
         error: Option<&str>,
         pages: Option<u32>,
+        review: u32,
     ) -> Result<(), StateError> {
         let t = now();
         let changed = self
             .conn
             .execute(
                 "UPDATE documents SET state = ?3, error = ?4, pages = ?5, pid = NULL,
-                   finished_at = ?6, duration_s = ?6 - COALESCE(started_at, ?6)
+                   finished_at = ?6, duration_s = ?6 - COALESCE(started_at, ?6), review = ?8
                  WHERE content_sha256 = ?1 AND fingerprint = ?2 AND owner = ?7",
                 params![
                     key.content_sha256,
@@ -663,7 +672,8 @@ impl StateStore {
                     error,
                     pages,
                     t,
-                    self.owner
+                    self.owner,
+                    review
                 ],
             )
             .map_err(self.err())?;
@@ -796,15 +806,25 @@ impl StateStore {
                 DocState::Failed => counts.failed += n,
             }
         }
-        let (pages, busy, span): (Option<i64>, Option<f64>, Option<f64>) = self
+        type Sums = (
+            Option<i64>,
+            Option<f64>,
+            Option<f64>,
+            Option<i64>,
+            Option<i64>,
+        );
+        let (pages, busy, span, review, review_docs): Sums = self
             .conn
             .query_row(
-                "SELECT SUM(pages), SUM(duration_s), MAX(finished_at) - MIN(started_at)
+                "SELECT SUM(pages), SUM(duration_s), MAX(finished_at) - MIN(started_at),
+                   SUM(review), SUM(review > 0)
                  FROM documents WHERE state = 'done'",
                 [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
             )
             .map_err(self.err())?;
+        counts.review_values = review.unwrap_or(0) as u64;
+        counts.review_documents = review_docs.unwrap_or(0) as u64;
         counts.pages_done = pages.unwrap_or(0) as u64;
         counts.busy_seconds = busy.unwrap_or(0.0);
         counts.span_seconds = span.unwrap_or(0.0);
@@ -999,14 +1019,14 @@ mod tests {
         let store = StateStore::open(dir.path()).unwrap();
         let (a, b) = (key("a"), key("b"));
         assert_eq!(claim(&store, &a, 1), Plan::Process { attempt: 1 });
-        store.mark_done(&a, 3).unwrap();
+        store.mark_done(&a, 3, 0).unwrap();
         assert_eq!(claim(&store, &a, 1), Plan::Skip);
         // Done, but its output is gone: redone.
         assert_eq!(
             store.claim(&a, "a.pdf", 1, || false).unwrap(),
             Plan::Process { attempt: 2 }
         );
-        store.mark_done(&a, 3).unwrap();
+        store.mark_done(&a, 3, 0).unwrap();
 
         assert_eq!(claim(&store, &b, 1), Plan::Process { attempt: 1 });
         store.mark_failed(&b, "pdf_corrupt: bad").unwrap();
@@ -1098,10 +1118,10 @@ mod tests {
         assert_eq!(first.counts().unwrap().stale, 1);
         assert_eq!(claim(&second, &a, 2), Plan::Process { attempt: 2 });
         assert!(matches!(
-            first.mark_done(&a, 1),
+            first.mark_done(&a, 1, 0),
             Err(StateError::LeaseLost { .. })
         ));
-        second.mark_done(&a, 1).unwrap();
+        second.mark_done(&a, 1, 0).unwrap();
         assert_eq!(first.state(&a).unwrap(), Some((DocState::Done, 2)));
     }
 
@@ -1189,8 +1209,8 @@ mod tests {
         let a = key("a");
         assert_eq!(claim(&store, &a, 0), Plan::Process { attempt: 1 });
         assert_eq!(claim(&store, &a, 0), Plan::Process { attempt: 1 });
-        store.mark_done(&a, 1).unwrap();
-        store.mark_done(&a, 1).unwrap();
+        store.mark_done(&a, 1, 0).unwrap();
+        store.mark_done(&a, 1, 0).unwrap();
         assert_eq!(store.state(&a).unwrap(), Some((DocState::Done, 1)));
     }
 
@@ -1205,7 +1225,7 @@ mod tests {
         assert_eq!(claim(&store, &a, 0), Plan::Process { attempt: 1 });
         // Only a running document is released: a done one stays done.
         claim(&store, &b, 0);
-        store.mark_done(&b, 1).unwrap();
+        store.mark_done(&b, 1, 0).unwrap();
         store.release(&b).unwrap();
         assert_eq!(store.state(&b).unwrap(), Some((DocState::Done, 1)));
     }
@@ -1236,7 +1256,7 @@ mod tests {
         assert_eq!(claim(&store, &key("b"), 0), Plan::Skip);
         // Its pid (1) exists, but it has no lease: taken over.
         assert_eq!(claim(&store, &key("a"), 2), Plan::Process { attempt: 2 });
-        store.mark_done(&key("a"), 1).unwrap();
+        store.mark_done(&key("a"), 1, 0).unwrap();
         store
             .record_input_failure("x.txt", "unsupported_format: x")
             .unwrap();
@@ -1252,7 +1272,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let shard = StateStore::open(&dir.path().join("shard")).unwrap();
         claim(&shard, &key("a"), 0);
-        shard.mark_done(&key("a"), 2).unwrap();
+        shard.mark_done(&key("a"), 2, 0).unwrap();
         shard
             .record_input_failure("x.txt", "unsupported_format: x")
             .unwrap();

@@ -131,6 +131,8 @@ fn every_extraction_is_schema_valid() {
             batch_tokens: 16384,
             vision_patches: 20160,
             max_pages_per_prompt: 4,
+            null_below: None,
+            review_below: None,
             model_id: "tiny-gemma4".into(),
             dtype: "fp32".into(),
             execution_provider: "cpu".into(),

@@ -100,6 +100,8 @@ fn settings(task: Task) -> RunSettings {
         batch_tokens: 16384,
         vision_patches: 20160,
         max_pages_per_prompt: 8,
+        null_below: None,
+        review_below: None,
         model_id: "tiny-gemma4".into(),
         dtype: "fp32".into(),
         execution_provider: "cpu".into(),

@@ -79,6 +79,8 @@ fn run_ocr(model: Gemma4, pages: Vec<Vec<Page>>) -> Vec<DocumentRecord> {
         batch_tokens: 16384,
         vision_patches: 20160,
         max_pages_per_prompt: 8,
+        null_below: None,
+        review_below: None,
         model_id: "tiny-gemma4".into(),
         dtype: "fp32".into(),
         execution_provider: "cpu".into(),

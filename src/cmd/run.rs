@@ -76,6 +76,9 @@ pub fn run(global: &super::Global, args: RunArgs) -> anyhow::Result<u8> {
     // Documents were processed: a summary that cannot be written (a full disk) is reported
     // after them, not instead of them.
     let summaries = job.exporter().write_summaries(&records);
+    let review = resolved
+        .review_below
+        .map(|threshold| (threshold, job.exporter().write_review(&records, threshold)));
     drop(lock);
     print_summary(&batch.summary, unreadable, &resolved.out);
     for line in &kept_failures {
@@ -93,6 +96,24 @@ pub fn run(global: &super::Global, args: RunArgs) -> anyhow::Result<u8> {
     }
     if let Err(e) = &summaries {
         eprintln!("error: {e}");
+    }
+    match &review {
+        Some((threshold, Ok(values))) => {
+            let documents = records
+                .iter()
+                .filter(|r| r.data.is_some() && r.fields_below(*threshold).next().is_some())
+                .count();
+            eprintln!(
+                "review: {values} values below --review-below {threshold} in {documents} \
+                 documents: {}",
+                resolved
+                    .out
+                    .join(quire_exporters::formats::REVIEW_NAME)
+                    .display()
+            );
+        }
+        Some((_, Err(e))) => eprintln!("error: {e}"),
+        None => {}
     }
     if !elsewhere.unfinished.is_empty() {
         eprintln!(
@@ -119,7 +140,7 @@ pub fn run(global: &super::Global, args: RunArgs) -> anyhow::Result<u8> {
     if !elsewhere.unfinished.is_empty() {
         return Ok(crate::exit::BUSY);
     }
-    if summaries.is_err() {
+    if summaries.is_err() || matches!(review, Some((_, Err(_)))) {
         return Ok(crate::exit::PARTIAL);
     }
     Ok(if failed > 0 && !resolved.allow_partial {

@@ -58,6 +58,13 @@ pub fn run(_global: &super::Global, args: StatusArgs) -> anyhow::Result<u8> {
             counts.pages_done,
             counts.busy_seconds
         )?;
+        if counts.review_values > 0 {
+            outln!(
+                "review: {} values below --review-below in {} documents (review.jsonl)",
+                counts.review_values,
+                counts.review_documents
+            )?;
+        }
         for f in &failures {
             outln!("FAILED {} (attempts {}): {}", f.source, f.attempts, f.error)?;
         }

@@ -6,6 +6,7 @@
 //! pages in flight, not the length of the longest document; the generate stage puts the parts'
 //! outputs back together.
 
+use super::extraction::Fields;
 use crate::page::Page;
 use quire_exporters::record::{ErrorKind, ErrorRecord, PageRecord, TokenCounts};
 use quire_onnx::gemma4::{ProcessedImage, Rgb8};
@@ -25,6 +26,8 @@ pub struct Document {
     pub timings_ms: BTreeMap<String, f64>,
     /// The extraction (`extract`).
     pub data: Option<Value>,
+    /// What is known of each value of `data`.
+    pub fields: Fields,
     /// The Markdown or free text (`ocr`, `prompt`).
     pub text: Option<String>,
     pub tokens: TokenCounts,
@@ -77,6 +80,7 @@ impl Document {
             warnings: Vec::new(),
             timings_ms: BTreeMap::from([("render".to_string(), render_ms)]),
             data: None,
+            fields: Fields::new(),
             text: None,
             tokens: TokenCounts::default(),
             part: None,

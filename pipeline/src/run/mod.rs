@@ -13,6 +13,7 @@
 
 pub mod document;
 mod export;
+pub mod extraction;
 pub mod fault;
 pub mod generate;
 mod preprocess;
@@ -45,6 +46,8 @@ pub struct DocumentDone {
     pub source: String,
     pub pages: u32,
     pub generated_tokens: u64,
+    /// Values below --review-below.
+    pub review: u32,
     /// `kind: message` of the error record of a failed document.
     pub error: Option<String>,
 }
@@ -128,6 +131,9 @@ pub fn run(
             source: record.source.clone(),
             pages: record.page_count,
             generated_tokens: record.tokens.generated,
+            review: settings
+                .review_below
+                .map_or(0, |t| record.fields_below(t).count() as u32),
             error: record
                 .error
                 .as_ref()

@@ -29,8 +29,12 @@ pub struct RunSettings {
     /// than the budget runs alone).
     pub vision_patches: usize,
     /// Most page images in one extraction prompt; longer documents are extracted per page
-    /// and merged ([`task::merge_pages`]).
+    /// and merged ([`super::extraction::merge_valid`]).
     pub max_pages_per_prompt: usize,
+    /// Values whose confidence is below this become `null` where the schema allows it.
+    pub null_below: Option<f64>,
+    /// Values whose confidence is below this go to the review queue (`review.jsonl`).
+    pub review_below: Option<f64>,
     /// Model id, dtype and provider as recorded in outputs.
     pub model_id: String,
     pub dtype: String,

@@ -1,5 +1,5 @@
 //! What to ask the model: the tasks, their prompts (files in `pipeline/prompts/`), the text
-//! anchor, and how per-page extractions merge into one document.
+//! anchor.
 
 use serde_json::Value;
 
@@ -84,36 +84,6 @@ pub fn text_anchor<'a>(
     (!parts.is_empty()).then(|| parts.join("\n\n"))
 }
 
-/// Merges per-page extractions (used when a document's pages do not fit one prompt), in page
-/// order: for each object property the first non-null value wins, except arrays, which are
-/// concatenated; nested objects merge the same way. The result is validated against the schema
-/// afterwards like any output.
-pub fn merge_pages(pages: &[Value]) -> Value {
-    let mut merged = Value::Null;
-    for page in pages {
-        merged = merge(merged, page);
-    }
-    merged
-}
-
-fn merge(acc: Value, next: &Value) -> Value {
-    match (acc, next) {
-        (Value::Null, v) => v.clone(),
-        (Value::Object(mut a), Value::Object(b)) => {
-            for (k, v) in b {
-                let current = a.remove(k).unwrap_or(Value::Null);
-                a.insert(k.clone(), merge(current, v));
-            }
-            Value::Object(a)
-        }
-        (Value::Array(mut a), Value::Array(b)) => {
-            a.extend(b.iter().cloned());
-            Value::Array(a)
-        }
-        (a, _) => a,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,17 +120,5 @@ mod tests {
         assert_eq!(anchor.matches('x').count(), MAX_ANCHOR_CHARS_PER_PAGE);
         assert_eq!(text_anchor([None, Some("")], 10), None);
         assert_eq!(text_anchor([Some("text")], 0), None);
-    }
-
-    #[test]
-    fn merge_rule() {
-        let merged = merge_pages(&[
-            json!({"number": "A-1", "total": null, "items": [1], "vendor": {"name": null}}),
-            json!({"number": "B-2", "total": 10, "items": [2, 3], "vendor": {"name": "ACME"}}),
-        ]);
-        assert_eq!(
-            merged,
-            json!({"number": "A-1", "total": 10, "items": [1, 2, 3], "vendor": {"name": "ACME"}})
-        );
     }
 }

@@ -71,6 +71,10 @@ pub enum SettingsError {
     Ep(#[from] EpError),
     #[error("--max-new-tokens must be at least 1")]
     MaxNewTokens,
+    #[error("--max-pages-per-prompt must be at least 1")]
+    MaxPagesPerPrompt,
+    #[error("--{flag} must be a probability between 0 and 1, not {value}")]
+    Probability { flag: &'static str, value: f64 },
     #[error("--workers must be at least 1")]
     Workers,
     #[error("--page-timeout must be a positive number of seconds")]

@@ -170,6 +170,18 @@ pub struct JobOptions {
     /// Attempts after a failure, across reruns on the same --out (default 2).
     #[arg(long, env = "QUIRE_RETRIES", value_name = "N")]
     pub retries: Option<u32>,
+    /// Most pages in one extraction prompt; longer documents are extracted page by page and
+    /// the pages' results merged (default 8).
+    #[arg(long, env = "QUIRE_MAX_PAGES_PER_PROMPT", value_name = "N")]
+    pub max_pages_per_prompt: Option<usize>,
+    /// Values whose confidence is below P (0–1) are listed in review.jsonl and counted in the
+    /// summary and `quire status`.
+    #[arg(long, env = "QUIRE_REVIEW_BELOW", value_name = "P")]
+    pub review_below: Option<f64>,
+    /// Values whose confidence is below P (0–1) become null where the schema allows null
+    /// (abstain rather than invent); each is named in the record's warnings.
+    #[arg(long, env = "QUIRE_NULL_BELOW", value_name = "P")]
+    pub null_below: Option<f64>,
 }
 
 /// The folder watch's own settings (`watch`).
@@ -326,6 +338,9 @@ pub const EXAMPLES: &[Example] = &[
     example("allow_partial", "true"),
     example("shard", "1/4"),
     example("retries", "5"),
+    example("max_pages_per_prompt", "2"),
+    example("review_below", "0.8"),
+    example("null_below", "0.5"),
     // WatchOptions
     example("settle", "0.5"),
     example("rescan", "5"),

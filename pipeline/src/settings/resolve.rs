@@ -44,6 +44,9 @@ pub struct JobSettings {
     pub allow_partial: bool,
     pub retries: u32,
     pub shard: Option<Shard>,
+    pub max_pages_per_prompt: usize,
+    pub review_below: Option<f64>,
+    pub null_below: Option<f64>,
 }
 
 /// Field by field; [`Task`] has no `PartialEq` of its own.
@@ -73,6 +76,9 @@ impl PartialEq for JobSettings {
             allow_partial,
             retries,
             shard,
+            max_pages_per_prompt,
+            review_below,
+            null_below,
         } = self;
         let same_task = match (task, &other.task) {
             (Task::Ocr, Task::Ocr) => true,
@@ -102,6 +108,9 @@ impl PartialEq for JobSettings {
             && *allow_partial == other.allow_partial
             && *retries == other.retries
             && *shard == other.shard
+            && *max_pages_per_prompt == other.max_pages_per_prompt
+            && *review_below == other.review_below
+            && *null_below == other.null_below
     }
 }
 
@@ -313,6 +322,18 @@ fn job_settings(args: JobSettingsArgs) -> Result<JobSettings, SettingsError> {
     if max_new_tokens == 0 {
         return Err(SettingsError::MaxNewTokens);
     }
+    let max_pages_per_prompt = job.max_pages_per_prompt.unwrap_or(8);
+    if max_pages_per_prompt == 0 {
+        return Err(SettingsError::MaxPagesPerPrompt);
+    }
+    let probability = |flag: &'static str, value: Option<f64>| match value {
+        Some(value) if !(0.0..=1.0).contains(&value) => {
+            Err(SettingsError::Probability { flag, value })
+        }
+        _ => Ok(value),
+    };
+    let review_below = probability("review-below", job.review_below)?;
+    let null_below = probability("null-below", job.null_below)?;
     Ok(JobSettings {
         out,
         model: model_dir,
@@ -345,6 +366,9 @@ fn job_settings(args: JobSettingsArgs) -> Result<JobSettings, SettingsError> {
             Some(shard) => Some(shard),
             None => Shard::from_env(|k| std::env::var(k).ok()).map_err(SettingsError::ShardEnv)?,
         },
+        max_pages_per_prompt,
+        review_below,
+        null_below,
     })
 }
 

@@ -4,6 +4,7 @@
 //! document goes on as soon as all its prompts are done: memory is bounded by the budget, not
 //! by the number of documents, and documents may leave in another order than they came.
 
+mod confidence;
 pub mod loop_guard;
 mod outputs;
 mod parts;

@@ -2,9 +2,11 @@
 //! document's data (extract: decoded, validated, per-page results merged) or text (ocr, prompt).
 
 use super::super::document::Document;
+use super::super::extraction::{self, Extraction};
 use super::super::fault::{self, Stage};
 use super::super::settings::RunSettings;
-use super::super::task::{self, Task};
+use super::super::task::Task;
+use super::confidence::{self, ScoredToken};
 use super::processor::SequenceState;
 use super::prompts::Prompt;
 use quire_constrained::JsonConstraint;
@@ -37,11 +39,24 @@ pub(super) fn finish_sequence(
             settings.max_new_tokens
         ));
     }
-    (ids, state.error, complete)
+    Output {
+        ids,
+        error: state.error,
+        complete,
+        probabilities: state.probabilities,
+    }
 }
 
-/// Generated ids, the constraint's error if any, and whether the output is complete.
-pub(super) type Output = (Vec<u32>, Option<String>, bool);
+/// What one sequence gave.
+pub(super) struct Output {
+    pub ids: Vec<u32>,
+    /// The constraint's error, if any.
+    pub error: Option<String>,
+    /// Whether the output is complete (a closed JSON object; free text that stopped by itself).
+    pub complete: bool,
+    /// Per token of a constrained output: see [`SequenceState::probabilities`].
+    pub probabilities: Vec<Option<f64>>,
+}
 
 pub(super) fn finish_doc(
     model: &Gemma4,
@@ -53,46 +68,62 @@ pub(super) fn finish_doc(
 ) {
     match (&settings.task, constraint) {
         (Task::Extract { .. }, Some(constraint)) => {
-            let mut values = Vec::with_capacity(outputs.len());
-            for ((ids, error, complete), prompt) in outputs.into_iter().zip(prompts) {
+            let mut extractions = Vec::with_capacity(outputs.len());
+            for (output, prompt) in outputs.into_iter().zip(prompts) {
                 // A failure names its page when the document had several prompts.
                 let page =
                     (prompts.len() > 1 || doc.part.is_some()).then(|| page_number(doc, prompt));
-                if let Some(e) = error {
+                if let Some(e) = output.error {
                     return doc.fail(ErrorKind::ConstraintFailed, e, page);
                 }
-                if !complete {
+                if !output.complete {
                     return doc.fail(
                         ErrorKind::IncompleteOutput,
                         format!(
                             "generation ended before the JSON object was complete ({} tokens)",
-                            ids.len()
+                            output.ids.len()
                         ),
                         page,
                     );
                 }
-                let text =
-                    String::from_utf8_lossy(&constraint.tokenizer().decode(&ids)).into_owned();
-                match constraint.validate(&text) {
-                    Ok(value) => values.push(value),
+                let tokenizer = constraint.tokenizer();
+                let text = String::from_utf8_lossy(&tokenizer.decode(&output.ids)).into_owned();
+                let data = match constraint.validate(&text) {
+                    Ok(value) => value,
                     Err(e) => return doc.fail(ErrorKind::InvalidOutput, e.to_string(), page),
-                }
+                };
+                let scored: Vec<ScoredToken> = output
+                    .ids
+                    .iter()
+                    .zip(output.probabilities.iter().chain(std::iter::repeat(&None)))
+                    .map(|(&id, &probability)| ScoredToken {
+                        bytes: tokenizer.decode(&[id]),
+                        probability,
+                    })
+                    .collect();
+                // A one-page prompt (or document) knows its page.
+                let known_page = (prompt.pages.len() == 1 || doc.pages.len() == 1)
+                    .then(|| page_number(doc, prompt));
+                extractions.push(Extraction {
+                    fields: confidence::fields(&scored, &text, known_page),
+                    data,
+                });
             }
-            let merged = task::merge_pages(&values);
-            if values.len() > 1 {
-                // Merging can break bounds (e.g. maxItems): validate the merge too.
-                if let Err(e) = constraint.validate(&merged.to_string()) {
-                    return doc.fail(ErrorKind::InvalidOutput, format!("merged pages: {e}"), None);
-                }
+            let mut warnings = Vec::new();
+            let mut extraction = extraction::merge_valid(extractions, constraint, &mut warnings);
+            if let Some(threshold) = settings.null_below {
+                extraction::null_below(&mut extraction, threshold, constraint, &mut warnings);
             }
-            doc.data = Some(merged);
+            doc.warnings.extend(warnings);
+            doc.data = Some(extraction.data);
+            doc.fields = extraction.fields;
         }
         _ => {
             let mut parts = Vec::with_capacity(outputs.len());
-            for ((ids, _, _), prompt) in outputs.into_iter().zip(prompts) {
+            for (output, prompt) in outputs.into_iter().zip(prompts) {
                 let decoded = match fault::injected(Stage::Decode) {
                     Some(error) => Err(error),
-                    None => model.decode_text(&ids),
+                    None => model.decode_text(&output.ids),
                 };
                 match decoded {
                     Ok(text) => parts.push((page_number(doc, prompt), text.trim().to_string())),
@@ -161,6 +192,8 @@ mod tests {
             batch_tokens: 16384,
             vision_patches: 20160,
             max_pages_per_prompt: 8,
+            null_below: None,
+            review_below: None,
             model_id: "tiny-gemma4".into(),
             dtype: "fp32".into(),
             execution_provider: "cpu".into(),
@@ -254,7 +287,12 @@ mod tests {
                 pages: vec![0],
                 input_ids: Vec::new(),
             };
-            let outputs = vec![(ids, None, true)];
+            let outputs = vec![Output {
+                ids,
+                error: None,
+                complete: true,
+                probabilities: Vec::new(),
+            }];
             finish_doc(
                 &model,
                 Some(&constraint),

@@ -1,12 +1,11 @@
 //! A long document's parts (see [`Part`]), put back together once all are generated: page
-//! records in page order, the text joined, the parts' data merged (and validated again, since a
-//! merge can break the schema's bounds), tokens and timings summed, the first error in page
-//! order kept.
+//! records in page order, the text joined, the parts' extractions merged (schema-aware and
+//! always valid: [`extraction::merge_valid`]), tokens and timings summed, the first error in
+//! page order kept.
 
 use super::super::document::{Document, Part};
-use super::super::task;
+use super::super::extraction::{self, Extraction};
 use quire_constrained::JsonConstraint;
-use quire_exporters::record::ErrorKind;
 use std::collections::HashMap;
 
 /// Generated parts of documents not complete yet, by document index.
@@ -54,8 +53,16 @@ fn assemble(mut parts: Vec<Document>, constraint: Option<&JsonConstraint>) -> Do
     let mut whole = parts.next().expect("at least the last part");
     whole.part = None;
     let mut texts: Vec<String> = whole.text.take().into_iter().collect();
-    let mut values: Vec<serde_json::Value> = whole.data.take().into_iter().collect();
-    for part in parts {
+    let mut extractions: Vec<Extraction> = Vec::new();
+    let mut take = |doc: &mut Document| {
+        if let Some(data) = doc.data.take() {
+            let fields = std::mem::take(&mut doc.fields);
+            extractions.push(Extraction { data, fields });
+        }
+    };
+    take(&mut whole);
+    for mut part in parts {
+        take(&mut part);
         whole.pages.extend(part.pages);
         whole.warnings.extend(part.warnings);
         whole.tokens.prompt += part.tokens.prompt;
@@ -67,7 +74,6 @@ fn assemble(mut parts: Vec<Document>, constraint: Option<&JsonConstraint>) -> Do
             whole.error = part.error;
         }
         texts.extend(part.text);
-        values.extend(part.data);
     }
     if whole.error.is_some() {
         return whole;
@@ -75,12 +81,10 @@ fn assemble(mut parts: Vec<Document>, constraint: Option<&JsonConstraint>) -> Do
     if !texts.is_empty() {
         whole.text = Some(texts.join("\n\n"));
     }
-    if let (false, Some(constraint)) = (values.is_empty(), constraint) {
-        let merged = task::merge_pages(&values);
-        match constraint.validate(&merged.to_string()) {
-            Ok(_) => whole.data = Some(merged),
-            Err(e) => whole.fail(ErrorKind::InvalidOutput, format!("merged pages: {e}"), None),
-        }
+    if let (false, Some(constraint)) = (extractions.is_empty(), constraint) {
+        let merged = extraction::merge_valid(extractions, constraint, &mut whole.warnings);
+        whole.data = Some(merged.data);
+        whole.fields = merged.fields;
     }
     whole
 }

@@ -1,6 +1,7 @@
 //! The logits processor of the generate stage: schema constraints for `extract`,
 //! the loop guard for free text.
 
+use super::confidence;
 use super::loop_guard::{LoopGuard, LoopGuardConfig};
 use quire_constrained::{
     BoundOptions, ConstraintError, ConstraintTokenizer, JsonConstraint, SchemaError,
@@ -46,6 +47,11 @@ pub struct SequenceState {
     pub guard: Option<LoopGuard>,
     /// Set when the constraint failed; the sequence was stopped.
     pub error: Option<String>,
+    /// Tokens the constraint allowed at the last step.
+    allowed: usize,
+    /// Per generated token (constrained sequences): the probability the model gave it among
+    /// the allowed tokens, `None` where only one was allowed.
+    pub probabilities: Vec<Option<f64>>,
 }
 
 /// The states of the sequences in the decoder batch, by sequence id: a sequence's state is
@@ -73,11 +79,15 @@ impl<'c> SequenceProcessor<'c> {
                 matcher: Some(c.matcher()),
                 guard: None,
                 error: None,
+                allowed: 0,
+                probabilities: Vec::new(),
             },
             None => SequenceState {
                 matcher: None,
                 guard: Some(LoopGuard::new(self.guard)),
                 error: None,
+                allowed: 0,
+                probabilities: Vec::new(),
             },
         };
         self.sequences.insert(id, state);
@@ -96,14 +106,15 @@ impl LogitsProcessor for SequenceProcessor<'_> {
         };
         if let Some(matcher) = &mut state.matcher {
             if state.error.is_none() {
-                if let Err(e) = matcher.mask_logits(logits) {
-                    state.error = Some(e.to_string());
+                match matcher.mask_logits(logits) {
+                    Ok(allowed) => state.allowed = allowed,
+                    Err(e) => state.error = Some(e.to_string()),
                 }
             }
         }
     }
 
-    fn on_token(&mut self, seq: usize, token: u32, _logits: &[f32]) -> bool {
+    fn on_token(&mut self, seq: usize, token: u32, logits: &[f32]) -> bool {
         let Some(state) = self.sequences.get_mut(&seq) else {
             return false;
         };
@@ -111,6 +122,10 @@ impl LogitsProcessor for SequenceProcessor<'_> {
             return true;
         }
         if let Some(matcher) = &mut state.matcher {
+            // The logits are masked: the probability is among the allowed tokens.
+            state
+                .probabilities
+                .push((state.allowed > 1).then(|| confidence::probability(logits, token)));
             if let Err(e) = matcher.consume(token) {
                 state.error = Some(e.to_string());
                 return true;
