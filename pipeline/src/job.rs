@@ -464,5 +464,9 @@ fn fingerprint(
         ("text_anchor".into(), s.text_anchor.to_string()),
         ("sampling".into(), format!("{:?}", s.sampling)),
     ]);
+    // Only ocr skips blank pages: the other tasks' documents keep their fingerprints.
+    if matches!(s.task, crate::run::task::Task::Ocr) {
+        parts.push(("skip_blank_pages".into(), s.skip_blank_pages.to_string()));
+    }
     Ok(state::fingerprint(&parts))
 }
