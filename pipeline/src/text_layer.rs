@@ -77,7 +77,9 @@ impl TextLayer {
         }
         let boxes: Vec<PdfBox> = bytes
             .chunks_exact(BOX_BYTES)
-            .map(|b| std::array::from_fn(|i| f32::from_le_bytes(b[i * 4..i * 4 + 4].try_into().unwrap())))
+            .map(|b| {
+                std::array::from_fn(|i| f32::from_le_bytes(b[i * 4..i * 4 + 4].try_into().unwrap()))
+            })
             .collect();
         if !boxes.is_empty() && boxes.len() != text.chars().count() {
             return None;
@@ -157,7 +159,14 @@ impl TextLayer {
         origin[from..from + count]
             .iter()
             .filter_map(|&i| self.char_box(i))
-            .reduce(|a, b| [a[0].min(b[0]), a[1].min(b[1]), a[2].max(b[2]), a[3].max(b[3])])
+            .reduce(|a, b| {
+                [
+                    a[0].min(b[0]),
+                    a[1].min(b[1]),
+                    a[2].max(b[2]),
+                    a[3].max(b[3]),
+                ]
+            })
     }
 }
 
@@ -209,7 +218,10 @@ mod tests {
         assert_eq!(page.locate("  "), None);
         // Across the line break: whitespace runs match, the box spans both lines.
         assert_eq!(page.locate("total INV-42"), Some([0.0, 80.0, 140.0, 112.0]));
-        assert_eq!(page.locate(" total \t INV-42\n"), page.locate("total INV-42"));
+        assert_eq!(
+            page.locate(" total \t INV-42\n"),
+            page.locate("total INV-42")
+        );
     }
 
     #[test]

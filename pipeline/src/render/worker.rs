@@ -188,7 +188,14 @@ fn text_layer(text: &PdfPageText) -> TextLayer {
         let bounds = (!generated)
             .then(|| c.loose_bounds().ok())
             .flatten()
-            .map(|r| [r.left().value, r.bottom().value, r.right().value, r.top().value]);
+            .map(|r| {
+                [
+                    r.left().value,
+                    r.bottom().value,
+                    r.right().value,
+                    r.top().value,
+                ]
+            });
         Some((ch, bounds))
     }))
 }

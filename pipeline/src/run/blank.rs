@@ -138,7 +138,12 @@ mod tests {
         let specks = (W * H) as u64 / 500;
         for _ in 0..specks {
             let v = (noise.next() % 128) as u8;
-            set(&mut img, (noise.next() % W as u64) as u32, (noise.next() % H as u64) as u32, [v; 3]);
+            set(
+                &mut img,
+                (noise.next() % W as u64) as u32,
+                (noise.next() % H as u64) as u32,
+                [v; 3],
+            );
         }
         // ... and a 3-pixel black border (the scanner lid's edge).
         for x in 0..W {
