@@ -56,7 +56,11 @@ fn blank_pages_are_skipped_for_ocr_and_keep_their_place() {
         helvetica_pdf(&[(&first, 0), ("", 0), (&last, 0)]),
     )
     .unwrap();
-    std::fs::write(input.join("all-blank.pdf"), helvetica_pdf(&[("", 0), ("", 0)])).unwrap();
+    std::fs::write(
+        input.join("all-blank.pdf"),
+        helvetica_pdf(&[("", 0), ("", 0)]),
+    )
+    .unwrap();
 
     let skipped = run(&input, &dir.path().join("skip"), &[]);
     let kept = run(
@@ -78,7 +82,10 @@ fn blank_pages_are_skipped_for_ocr_and_keep_their_place() {
         .collect();
     assert!(markers[0] < markers[1] && markers[1] < markers[2], "{text}");
     // Nothing between the second marker and the third.
-    assert!(text.contains("<!-- page 2 -->\n\n<!-- page 3 -->"), "{text:?}");
+    assert!(
+        text.contains("<!-- page 2 -->\n\n<!-- page 3 -->"),
+        "{text:?}"
+    );
 
     // With --skip-blank-pages false the page is transcribed like the others.
     for page in 0..3 {
