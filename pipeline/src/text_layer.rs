@@ -72,7 +72,7 @@ impl TextLayer {
     /// The text with the boxes as [`TextLayer::boxes_to_bytes`] wrote them; `None` when the
     /// bytes do not hold exactly one box per character of `text` (or none at all).
     pub fn from_wire(text: String, bytes: &[u8]) -> Option<TextLayer> {
-        if bytes.len() % BOX_BYTES != 0 {
+        if !bytes.len().is_multiple_of(BOX_BYTES) {
             return None;
         }
         let boxes: Vec<PdfBox> = bytes
@@ -152,7 +152,9 @@ impl TextLayer {
         let (start, _) = flat.match_indices(needle.as_str()).find(|&(at, m)| {
             let before = flat[..at].chars().next_back();
             let after = flat[at + m.len()..].chars().next();
-            !(word(first) && word(before)) && !(word(last) && word(after))
+            let cuts_start = word(first) && word(before);
+            let cuts_end = word(last) && word(after);
+            !cuts_start && !cuts_end
         })?;
         let from = flat[..start].chars().count();
         let count = needle.chars().count();
