@@ -470,5 +470,9 @@ fn fingerprint(
         ),
         ("null_below".into(), format!("{:?}", s.null_below)),
     ]);
+    // Only ocr skips blank pages: the other tasks' documents keep their fingerprints.
+    if matches!(s.task, crate::run::task::Task::Ocr) {
+        parts.push(("skip_blank_pages".into(), s.skip_blank_pages.to_string()));
+    }
     Ok(state::fingerprint(&parts))
 }

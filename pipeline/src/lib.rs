@@ -7,6 +7,7 @@
 //! * [`run::run`]: the stages (render → preprocess → vision → generate → export) over a batch.
 //! * [`job::Job`]: plans a batch against the state store, runs it, marks each document.
 //! * [`record`]: the document records, built in one place.
+//! * [`text_layer`]: a PDF page's text with its characters' boxes: where a value is on the page.
 //! * [`settings`]: the settings of the commands (flags, `QUIRE_*` variables, config file) and
 //!   the job they open.
 
@@ -25,6 +26,7 @@ pub mod sniff;
 pub mod sources;
 pub mod stage;
 pub mod state;
+pub mod text_layer;
 pub mod watch;
 
 pub use error::{DocError, ErrorKind};

@@ -1,5 +1,6 @@
 //! One page as the model will see it.
 
+use crate::text_layer::TextLayer;
 use image::RgbImage;
 use std::path::PathBuf;
 
@@ -21,8 +22,9 @@ pub struct Page {
     pub original_px: Option<(u32, u32)>,
     /// PDF page size in points (width, height), as displayed (after /Rotate); `None` for images.
     pub points: Option<(f32, f32)>,
-    /// The PDF page's text layer (empty for scanned pages); `None` for images.
-    pub text_layer: Option<String>,
+    /// The PDF page's text layer with its characters' boxes (empty for scanned pages); `None`
+    /// for images.
+    pub text_layer: Option<TextLayer>,
     /// Time spent rendering or decoding and resizing this page, in milliseconds.
     pub render_ms: f64,
 }

@@ -127,6 +127,7 @@ fn every_extraction_is_schema_valid() {
                 seed: 7,
             },
             text_anchor: false,
+            skip_blank_pages: true,
             batch_size: 8,
             batch_tokens: 16384,
             vision_patches: 20160,

@@ -96,6 +96,7 @@ fn settings(task: Task) -> RunSettings {
         budget: Budget::try_from(70).unwrap(),
         sampling: Sampling::Greedy,
         text_anchor: false,
+        skip_blank_pages: true,
         batch_size: 4,
         batch_tokens: 16384,
         vision_patches: 20160,

@@ -75,6 +75,8 @@ fn run_ocr(model: Gemma4, pages: Vec<Vec<Page>>) -> Vec<DocumentRecord> {
         max_new_tokens: 4,
         sampling: Sampling::Greedy,
         text_anchor: false,
+        // The white test pages stand for real ones: the model stages must see them.
+        skip_blank_pages: false,
         batch_size: 4,
         batch_tokens: 16384,
         vision_patches: 20160,

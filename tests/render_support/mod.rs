@@ -95,3 +95,73 @@ pub fn assert_no_temp_files(dir: &Path) {
         }
     }
 }
+
+/// A born-digital PDF written by hand: one US Letter page (612 × 792 pt) per `(content
+/// stream, /Rotate)`, every page with the standard font Helvetica as `/F1`. The font carries a
+/// descriptor with Helvetica's AFM `Ascender` 718 and `Descender` -207 (PDFium's loose
+/// character boxes span those; its built-in widths are the AFM's).
+pub fn helvetica_pdf(pages: &[(&str, i32)]) -> Vec<u8> {
+    let n = pages.len();
+    let font = 3 + 2 * n;
+    let mut objects: Vec<Vec<u8>> = vec![
+        b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
+        format!(
+            "<< /Type /Pages /Kids [{}] /Count {n} >>",
+            (0..n)
+                .map(|i| format!("{} 0 R", 3 + 2 * i))
+                .collect::<Vec<_>>()
+                .join(" ")
+        )
+        .into_bytes(),
+    ];
+    for (i, (content, rotate)) in pages.iter().enumerate() {
+        objects.push(
+            format!(
+                "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Rotate {rotate} \
+                 /Resources << /Font << /F1 {font} 0 R >> >> /Contents {} 0 R >>",
+                4 + 2 * i
+            )
+            .into_bytes(),
+        );
+        let mut stream = format!("<< /Length {} >>\nstream\n", content.len()).into_bytes();
+        stream.extend_from_slice(content.as_bytes());
+        stream.extend_from_slice(b"\nendstream");
+        objects.push(stream);
+    }
+    objects.push(
+        format!(
+            "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /FontDescriptor {} 0 R >>",
+            font + 1
+        )
+        .into_bytes(),
+    );
+    objects.push(
+        b"<< /Type /FontDescriptor /FontName /Helvetica /Flags 32 \
+          /FontBBox [-166 -225 1000 931] /ItalicAngle 0 /Ascent 718 /Descent -207 \
+          /CapHeight 718 /StemV 88 >>"
+            .to_vec(),
+    );
+    let mut pdf = b"%PDF-1.4\n".to_vec();
+    let mut offsets = Vec::new();
+    for (i, object) in objects.iter().enumerate() {
+        offsets.push(pdf.len());
+        pdf.extend_from_slice(format!("{} 0 obj\n", i + 1).as_bytes());
+        pdf.extend_from_slice(object);
+        pdf.extend_from_slice(b"\nendobj\n");
+    }
+    let xref = pdf.len();
+    pdf.extend_from_slice(
+        format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes(),
+    );
+    for offset in offsets {
+        pdf.extend_from_slice(format!("{offset:010} 00000 n \n").as_bytes());
+    }
+    pdf.extend_from_slice(
+        format!(
+            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+            objects.len() + 1
+        )
+        .as_bytes(),
+    );
+    pdf
+}

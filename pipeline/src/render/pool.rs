@@ -11,6 +11,7 @@ use crate::images::{decode_pages, into_budget_size, ImageLimits};
 use crate::page::Page;
 use crate::sniff::InputFormat;
 use crate::sources::Source;
+use crate::text_layer::{TextLayer, BOX_BYTES};
 use crossbeam_channel::{Receiver, Sender};
 use quire_onnx::gemma4::image_processor::{Budget, ResizeRule};
 use std::path::PathBuf;
@@ -450,12 +451,21 @@ impl Slot {
                                 height,
                                 points,
                                 text,
+                                char_boxes,
                                 render_ms,
                             },
-                            payload,
+                            mut payload,
                         ) => {
                             start = index + 1;
-                            let Some(image) = image::RgbImage::from_raw(width, height, payload)
+                            // The pixels, then the text layer's boxes.
+                            let rgb = width as usize * height as usize * 3;
+                            let boxes = char_boxes as usize * BOX_BYTES;
+                            let layer = (payload.len() == rgb + boxes)
+                                .then(|| TextLayer::from_wire(text, &payload[rgb..]))
+                                .flatten();
+                            payload.truncate(rgb);
+                            let (Some(image), Some(layer)) =
+                                (image::RgbImage::from_raw(width, height, payload), layer)
                             else {
                                 break Some((
                                     ErrorKind::WorkerCrashed,
@@ -471,7 +481,7 @@ impl Slot {
                                 image,
                                 original_px: None,
                                 points: Some(points),
-                                text_layer: Some(text),
+                                text_layer: Some(layer),
                                 render_ms,
                             }))?;
                         }

@@ -3,8 +3,8 @@
 //! * Parent → worker, on the worker's stdin: one [`RenderJob`] per line, as JSON; its path as
 //!   the bytes of the file name (an array of numbers), since names need not be UTF-8.
 //! * Worker → parent, on its stdout: frames of `u32 LE header length`, `u64 LE payload length`,
-//!   the header ([`Reply`] as JSON), then the payload (raw RGB8 rows for [`Reply::Page`], empty
-//!   otherwise). The first frame is [`Reply::Ready`] (or [`Reply::Fatal`]); each job ends with
+//!   the header ([`Reply`] as JSON), then the payload (for [`Reply::Page`] raw RGB8 rows, then
+//!   the boxes of its text layer's characters, see [`crate::text_layer`]; empty otherwise). The first frame is [`Reply::Ready`] (or [`Reply::Fatal`]); each job ends with
 //!   [`Reply::Done`]. End of file means the worker died.
 
 use crate::error::ErrorKind;
@@ -42,7 +42,9 @@ pub enum Reply {
     Fatal { message: String },
     /// The document opened.
     Opened { page_count: u32 },
-    /// One rendered page; the payload is `width * height * 3` bytes of RGB8.
+    /// One rendered page; the payload is `width * height * 3` bytes of RGB8, then
+    /// `char_boxes` boxes of [`crate::text_layer::BOX_BYTES`] bytes: one per `char` of `text`
+    /// (or none).
     Page {
         index: u32,
         width: u32,
@@ -50,6 +52,8 @@ pub enum Reply {
         /// Page size in points (width, height) as displayed.
         points: (f32, f32),
         text: String,
+        #[serde(default)]
+        char_boxes: u32,
         render_ms: f64,
     },
     /// One page failed; the job goes on with the next page.
@@ -152,6 +156,7 @@ mod tests {
             height: 1,
             points: (595.0, 842.0),
             text: "Invoice\r\nTotal".into(),
+            char_boxes: 0,
             render_ms: 1.5,
         };
         write_frame(&mut wire, &Reply::Ready, &[]).unwrap();

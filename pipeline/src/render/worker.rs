@@ -8,6 +8,7 @@
 
 use super::protocol::{write_frame, RenderJob, Reply};
 use crate::error::ErrorKind;
+use crate::text_layer::TextLayer;
 use pdfium_render::prelude::*;
 use quire_onnx::gemma4::image_processor::ResizeRule;
 use std::io::{BufRead, Write};
@@ -60,8 +61,8 @@ fn tune_malloc() {
     }
 }
 
-/// (width, height, points, text) of a page rendered into `Renderer::rgb`.
-type Rendered = (u32, u32, (f32, f32), String);
+/// (width, height, points, text layer) of a page rendered into `Renderer::rgb`.
+type Rendered = (u32, u32, (f32, f32), TextLayer);
 
 #[derive(Default)]
 struct Renderer {
@@ -100,14 +101,19 @@ impl Renderer {
             test_hooks(&job.path);
             let started = Instant::now();
             let reply = match self.page(pages, index, job, &rule) {
-                Ok((width, height, points, text)) => Reply::Page {
-                    index,
-                    width,
-                    height,
-                    points,
-                    text,
-                    render_ms: started.elapsed().as_secs_f64() * 1e3,
-                },
+                Ok((width, height, points, layer)) => {
+                    // The boxes follow the pixels in the payload.
+                    layer.boxes_to_bytes(&mut self.rgb);
+                    Reply::Page {
+                        index,
+                        width,
+                        height,
+                        points,
+                        char_boxes: layer.box_count() as u32,
+                        text: layer.text().to_string(),
+                        render_ms: started.elapsed().as_secs_f64() * 1e3,
+                    }
+                }
                 Err((kind, message)) => Reply::PageError {
                     index,
                     kind,
@@ -123,7 +129,7 @@ impl Renderer {
         Ok(())
     }
 
-    /// Renders one page into `self.rgb`; returns (width, height, points, text).
+    /// Renders one page into `self.rgb`; returns (width, height, points, text layer).
     fn page(
         &mut self,
         pages: &PdfPages,
@@ -168,9 +174,30 @@ impl Renderer {
             })?;
         let raw = bitmap.as_raw_bytes();
         bgr_to_rgb(&raw, tw, th, &mut self.rgb).map_err(|m| (ErrorKind::PageFailed, m))?;
-        let text = page.text().map(|t| t.all()).unwrap_or_default();
+        let text = page.text().map(|t| text_layer(&t)).unwrap_or_default();
         Ok((tw, th, points, text))
     }
+}
+
+/// The page's characters in PDFium's order with their loose boxes (see [`crate::text_layer`]
+/// for why loose); characters PDFium generated (line breaks, inferred spaces) get none.
+fn text_layer(text: &PdfPageText) -> TextLayer {
+    TextLayer::from_chars(text.chars().iter().filter_map(|c| {
+        let ch = c.unicode_char().filter(|&ch| ch != '\0')?;
+        let generated = c.is_generated().unwrap_or(false);
+        let bounds = (!generated)
+            .then(|| c.loose_bounds().ok())
+            .flatten()
+            .map(|r| {
+                [
+                    r.left().value,
+                    r.bottom().value,
+                    r.right().value,
+                    r.top().value,
+                ]
+            });
+        Some((ch, bounds))
+    }))
 }
 
 /// Copies BGR rows (with PDFium's stride padding) into tight RGB rows.

@@ -8,6 +8,7 @@
 
 use super::extraction::Fields;
 use crate::page::Page;
+use crate::text_layer::TextLayer;
 use quire_exporters::record::{ErrorKind, ErrorRecord, PageRecord, TokenCounts};
 use quire_onnx::gemma4::{ProcessedImage, Rgb8};
 use serde_json::Value;
@@ -54,13 +55,18 @@ pub struct DocumentPage {
     pub points: Option<(f32, f32)>,
     /// Size before any resize (images), to warn when the model sees it much smaller.
     pub original_px: Option<(u32, u32)>,
-    pub text_layer: Option<String>,
+    /// The text layer with its characters' boxes (PDF pages): for the prompt's text anchor
+    /// and for where a value is on the page; dropped with the model inputs.
+    pub text_layer: Option<TextLayer>,
     /// The page's entry in the output record.
     pub record: PageRecord,
     /// Set by the preprocess stage.
     pub image: Option<ProcessedImage>,
     /// Set by the vision stage: the page's soft tokens, `num_soft_tokens × hidden` floats.
     pub features: Option<Vec<f32>>,
+    /// Set by the preprocess stage for a blank page the task skips (`--skip-blank-pages`):
+    /// no model stage looks at it, and its text is empty.
+    pub skipped: bool,
 }
 
 impl Document {
@@ -95,13 +101,14 @@ impl Document {
         doc
     }
 
-    /// Frees what only the model stages need (pixels, processed images, image features) once
-    /// the output is generated: the export needs only the records.
+    /// Frees what only the model stages need (pixels, processed images, image features, text
+    /// layers) once the output is generated: the export needs only the records.
     pub fn drop_model_inputs(&mut self) {
         for page in &mut self.pages {
             page.pixels.data = Vec::new();
             page.image = None;
             page.features = None;
+            page.text_layer = None;
         }
     }
 
@@ -140,6 +147,7 @@ impl DocumentPage {
             },
             image: None,
             features: None,
+            skipped: false,
         }
     }
 }

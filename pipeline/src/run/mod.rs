@@ -11,6 +11,7 @@
 //! in another order than they came). A document that fails at any stage carries its error
 //! record to the export stage, which writes it like any result: nothing is lost.
 
+mod blank;
 pub mod document;
 mod export;
 pub mod extraction;
@@ -24,7 +25,7 @@ mod vision;
 
 pub use document::{Document, DocumentPage};
 pub use generate::{compile_constraint, CompileError};
-pub use preprocess::{MAX_SHRINK, MIN_PIXELS_PER_INCH};
+pub use preprocess::{BLANK_PAGE_WARNING, MAX_SHRINK, MIN_PIXELS_PER_INCH};
 pub use settings::{RunSettings, DEFAULT_BATCH_TOKENS, DEFAULT_VISION_PATCHES};
 
 use crate::sources::Source;
@@ -108,6 +109,7 @@ pub fn run(
         preprocessed_tx,
         model.processor.clone(),
         settings.budget,
+        settings.skip_blank_pages && matches!(settings.task, task::Task::Ocr),
     );
     let vision = vision::spawn(
         preprocessed,

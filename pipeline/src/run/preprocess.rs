@@ -1,6 +1,9 @@
 //! The preprocess stage: the Gemma 4 image processor on every page of a document (pages in
-//! parallel, rayon), plus the resolution warnings of the page records.
+//! parallel, rayon), plus the resolution warnings of the page records. With `skip_blank`, a
+//! blank page ([`super::blank`], and no text layer) is marked skipped instead: no model stage
+//! looks at it.
 
+use super::blank;
 use super::document::Document;
 use crate::stage::{self, StageReport};
 use crossbeam_channel::{Receiver, Sender};
@@ -14,32 +17,45 @@ use std::time::Instant;
 pub const MIN_PIXELS_PER_INCH: f32 = 100.0;
 /// An image shrunk by more than this factor (per side) loses detail.
 pub const MAX_SHRINK: f32 = 2.0;
+/// The warning of a page skipped as blank.
+pub const BLANK_PAGE_WARNING: &str = "blank page: skipped";
 
 pub(super) fn spawn(
     input: Receiver<Document>,
     output: Sender<Document>,
     processor: ImageProcessor,
     budget: Budget,
+    skip_blank: bool,
 ) -> JoinHandle<StageReport> {
     stage::spawn("preprocess", input, output, move |mut doc, emit| {
         let t = Instant::now();
-        preprocess(&processor, budget, &mut doc);
+        preprocess(&processor, budget, skip_blank, &mut doc);
         doc.timings_ms
             .insert("preprocess".into(), t.elapsed().as_secs_f64() * 1e3);
         emit(doc)
     })
 }
 
-fn preprocess(processor: &ImageProcessor, budget: Budget, doc: &mut Document) {
+fn preprocess(processor: &ImageProcessor, budget: Budget, skip_blank: bool, doc: &mut Document) {
     if doc.error.is_some() {
         return;
     }
     let results: Vec<_> = doc
         .pages
         .par_iter()
-        .map(|p| processor.preprocess(&p.pixels, budget))
+        .map(|p| {
+            let no_text = p.text_layer.as_deref().is_none_or(|t| t.trim().is_empty());
+            let blank = skip_blank && no_text && blank::is_blank(&p.pixels);
+            (!blank).then(|| processor.preprocess(&p.pixels, budget))
+        })
         .collect();
     for (page, result) in doc.pages.iter_mut().zip(results) {
+        let Some(result) = result else {
+            page.skipped = true;
+            page.record.warnings.push(BLANK_PAGE_WARNING.into());
+            page.pixels.data = Vec::new();
+            continue;
+        };
         match result {
             Ok(image) => {
                 let record = &mut page.record;

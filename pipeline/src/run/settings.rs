@@ -20,6 +20,9 @@ pub struct RunSettings {
     pub sampling: Sampling,
     /// Give the PDF text layer to the model as an anchor.
     pub text_anchor: bool,
+    /// `ocr`: skip blank pages (no text layer, nothing on the rendered page) with a page
+    /// warning instead of transcribing them.
+    pub skip_blank_pages: bool,
     /// Most sequences decoded together.
     pub batch_size: usize,
     /// Token budget of the decoder batch: sequences join while `rows × (cache length + new

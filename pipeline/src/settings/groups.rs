@@ -147,6 +147,17 @@ pub struct JobOptions {
         value_name = "BOOL"
     )]
     pub no_text_anchor: Option<bool>,
+    /// `ocr`: skip blank pages (nothing on the page, no text layer) with a page warning
+    /// instead of transcribing them (default true).
+    #[arg(
+        long,
+        env = "QUIRE_SKIP_BLANK_PAGES",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
+        value_name = "BOOL"
+    )]
+    pub skip_blank_pages: Option<bool>,
     /// Permissions of output files, octal (default 600).
     #[arg(long, env = "QUIRE_MODE", value_name = "OCTAL")]
     #[serde(default, with = "text")]
@@ -334,6 +345,7 @@ pub const EXAMPLES: &[Example] = &[
     example("batch_tokens", "4096"),
     example("vision_patches", "5040"),
     example("no_text_anchor", "true"),
+    example("skip_blank_pages", "false"),
     example("mode", "640"),
     example("allow_partial", "true"),
     example("shard", "1/4"),

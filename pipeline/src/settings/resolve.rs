@@ -36,6 +36,7 @@ pub struct JobSettings {
     pub batch_tokens: usize,
     pub vision_patches: usize,
     pub text_anchor: bool,
+    pub skip_blank_pages: bool,
     pub sampling: Option<u64>,
     pub password: Option<Password>,
     pub page_timeout: Duration,
@@ -68,6 +69,7 @@ impl PartialEq for JobSettings {
             batch_tokens,
             vision_patches,
             text_anchor,
+            skip_blank_pages,
             sampling,
             password,
             page_timeout,
@@ -100,6 +102,7 @@ impl PartialEq for JobSettings {
             && *batch_tokens == other.batch_tokens
             && *vision_patches == other.vision_patches
             && *text_anchor == other.text_anchor
+            && *skip_blank_pages == other.skip_blank_pages
             && *sampling == other.sampling
             && *password == other.password
             && *page_timeout == other.page_timeout
@@ -355,6 +358,7 @@ fn job_settings(args: JobSettingsArgs) -> Result<JobSettings, SettingsError> {
             .unwrap_or(crate::run::DEFAULT_VISION_PATCHES)
             .max(1),
         text_anchor: !job.no_text_anchor.unwrap_or(false),
+        skip_blank_pages: job.skip_blank_pages.unwrap_or(true),
         sampling: generation.seed,
         password,
         page_timeout: pages.page_timeout()?,

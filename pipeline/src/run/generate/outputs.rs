@@ -133,9 +133,20 @@ pub(super) fn finish_doc(
                     }
                 }
             }
+            // Pages skipped as blank keep their marker, so the page numbers stay as they are.
+            let skipped = doc.pages.iter().filter(|p| p.skipped);
+            parts.extend(skipped.map(|p| (p.record.index, String::new())));
+            parts.sort_by_key(|&(i, _)| i);
             let joined = parts
                 .iter()
-                .map(|(i, text)| format!("<!-- page {} -->\n\n{text}", i + 1))
+                .map(|(i, text)| {
+                    let marker = format!("<!-- page {} -->", i + 1);
+                    if text.is_empty() {
+                        marker
+                    } else {
+                        format!("{marker}\n\n{text}")
+                    }
+                })
                 .collect::<Vec<_>>()
                 .join("\n\n");
             doc.text = Some(joined);
@@ -188,6 +199,7 @@ mod tests {
             max_new_tokens: 64,
             sampling: Sampling::Greedy,
             text_anchor: false,
+            skip_blank_pages: true,
             batch_size: 1,
             batch_tokens: 16384,
             vision_patches: 20160,

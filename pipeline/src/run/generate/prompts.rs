@@ -69,7 +69,9 @@ pub(super) fn prompts(
         ));
     }
     let mut prompts = Vec::with_capacity(n);
-    for i in 0..n {
+    // Pages skipped as blank get no prompt (their text is empty).
+    let skipped: Vec<bool> = doc.pages.iter().map(|p| p.skipped).collect();
+    for i in (0..n).filter(|&i| !skipped[i]) {
         // A long text layer is cut (halved until it fits) before a page is given up.
         let mut anchor_chars = task::MAX_ANCHOR_CHARS_PER_PAGE;
         loop {
