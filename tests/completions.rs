@@ -82,6 +82,6 @@ fn man_page_names_every_subcommand_and_dir_writes_one_page_each() {
     expected.sort();
     assert_eq!(files, expected);
     let run = std::fs::read_to_string(dir.path().join("quire-run.1")).unwrap();
-    assert!(run.contains(".TH quire\\-run 1"), "{run}");
+    assert!(run.contains("\n.TH quire-run 1 "), "{run}");
     assert!(run.contains("\\-\\-ep\\-fallback"), "{run}");
 }

@@ -99,16 +99,40 @@ impl Provider {
                 }
             ));
         }
-        let mut builder = Session::builder(env).map_err(|e| e.to_string())?;
+        let mut builder = Session::builder(env).map_err(|e| explain(&e.to_string()))?;
         self.dispatch()
             .register(&mut builder)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| explain(&e.to_string()))?;
         let session = builder
             .commit_from_memory(PROBE_MODEL)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| explain(&e.to_string()))?;
         drop(session);
         Ok(())
     }
+}
+
+/// ONNX Runtime's reason, without its source location, after what it means for the user: which
+/// part is missing and where it comes from.
+fn explain(ort_message: &str) -> String {
+    let said = ort_message
+        .rsplit_once("FAIL : ")
+        .map_or(ort_message, |(_, rest)| rest)
+        .trim();
+    let cuda_libs = [
+        "libcudart", "libcublas", "libcurand", "libcufft", "libnvrtc", "libcudnn",
+    ];
+    let meaning = if said.contains("libcuda.so.1") {
+        "the NVIDIA driver is not installed (libcuda.so.1 comes with it)"
+    } else if said.contains("libnvinfer") || said.contains("libnvonnxparser") {
+        "TensorRT 10 is not installed (quire does not provision it)"
+    } else if cuda_libs.iter().any(|l| said.contains(l)) {
+        "a CUDA 13 library is missing (`quire setup --gpu` installs them)"
+    } else if said.contains("no CUDA-capable device") {
+        "no GPU is visible to this process"
+    } else {
+        return said.to_string();
+    };
+    format!("{meaning}; ONNX Runtime said: {said}")
 }
 
 /// `y = x + x` on a float tensor of shape `[1]` (ONNX IR 8, opset 13): the smallest graph every
@@ -298,5 +322,29 @@ mod tests {
         };
         lenient.skip(Provider::Cuda, "libcuda.so.1 missing".into()).unwrap();
         assert_eq!(lenient.providers, vec![Provider::Cpu]);
+    }
+
+    #[test]
+    fn onnx_runtime_reasons_are_explained() {
+        // As ONNX Runtime 1.31.1 (GPU build) words it on a machine without the driver.
+        let said = "Failed to load library /c/libonnxruntime_providers_cuda.so with error: \
+                    libcuda.so.1: cannot open shared object file: No such file or directory";
+        let ort = format!(
+            "/onnxruntime_src/onnxruntime/core/session/provider_bridge_ort.cc:2043 \
+             onnxruntime::Provider& onnxruntime::ProviderLibrary::Get() [ONNXRuntimeError] : 1 \
+             : FAIL : {said}\n"
+        );
+        assert_eq!(
+            explain(&ort),
+            format!(
+                "the NVIDIA driver is not installed (libcuda.so.1 comes with it); ONNX Runtime \
+                 said: {said}"
+            )
+        );
+        assert!(explain("... libcublasLt.so.13: cannot open shared object file")
+            .starts_with("a CUDA 13 library is missing (`quire setup --gpu` installs them); "));
+        assert!(explain("FAIL : libnvinfer.so.10: cannot open")
+            .starts_with("TensorRT 10 is not installed"));
+        assert_eq!(explain("something else"), "something else");
     }
 }

@@ -21,12 +21,25 @@ pub struct ManArgs {
 }
 
 /// Prints the completion script of `args.shell` for `cli`.
-pub fn completions(args: CompletionsArgs, mut cli: clap::Command) -> anyhow::Result<u8> {
+pub fn completions(args: CompletionsArgs, cli: clap::Command) -> anyhow::Result<u8> {
+    let mut cli = without_hidden_subcommands(cli);
     let mut script = Vec::new();
     let name = cli.get_name().to_string();
     clap_complete::generate(args.shell, &mut cli, name, &mut script);
     output::bytes(&script)?;
     Ok(crate::exit::OK)
+}
+
+/// `cli` less its hidden subcommands (the PDF worker), which clap_complete would offer.
+fn without_hidden_subcommands(cli: clap::Command) -> clap::Command {
+    let visible: Vec<clap::Command> = cli
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set())
+        .cloned()
+        .collect();
+    clap::Command::new(env!("CARGO_BIN_NAME"))
+        .args(cli.get_arguments().cloned())
+        .subcommands(visible)
 }
 
 /// Prints the roff man page of `cli`, or writes the pages of every command into a folder.
