@@ -21,12 +21,10 @@ fn cpu_only_cache() -> tempfile::TempDir {
         quire_onnx::runtime::spec(false),
         &quire_pipeline::pdfium::PDFIUM,
     ] {
-        real.ensure(spec).expect("runtime provisioned by `quire setup`");
+        real.ensure(spec)
+            .expect("runtime provisioned by `quire setup`");
         let dir = real.install_dir(spec);
-        let link = cache
-            .path()
-            .join("runtimes")
-            .join(dir.file_name().unwrap());
+        let link = cache.path().join("runtimes").join(dir.file_name().unwrap());
         std::os::unix::fs::symlink(&dir, link).unwrap();
     }
     cache
@@ -34,7 +32,9 @@ fn cpu_only_cache() -> tempfile::TempDir {
 
 fn quire(cache: &Path, args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_quire"));
-    cmd.arg("--offline").args(args).env("QUIRE_CACHE_DIR", cache);
+    cmd.arg("--offline")
+        .args(args)
+        .env("QUIRE_CACHE_DIR", cache);
     for var in [
         "QUIRE_ORT_LIB",
         "QUIRE_PDFIUM_LIB",

@@ -278,7 +278,14 @@ mod tests {
         let names: Vec<&str> = done.not_installed.iter().map(|s| s.name).collect();
         assert_eq!(
             names,
-            ["cuda-runtime", "cublas", "curand", "cufft", "nvrtc", "cudnn"]
+            [
+                "cuda-runtime",
+                "cublas",
+                "curand",
+                "cufft",
+                "nvrtc",
+                "cudnn"
+            ]
         );
     }
 
@@ -286,9 +293,9 @@ mod tests {
     fn a_wheel_whose_library_differs_from_the_pin_is_refused() {
         use std::io::Write;
         let wheels = tempfile::tempdir().unwrap();
-        let wheel = wheels
-            .path()
-            .join("nvidia_cuda_runtime-13.0.96-py3-none-manylinux2014_x86_64.manylinux_2_17_x86_64.whl");
+        let wheel = wheels.path().join(
+            "nvidia_cuda_runtime-13.0.96-py3-none-manylinux2014_x86_64.manylinux_2_17_x86_64.whl",
+        );
         let mut zip = zip::ZipWriter::new(std::fs::File::create(&wheel).unwrap());
         zip.start_file(
             "nvidia/cu13/lib/libcudart.so.13",
@@ -302,7 +309,9 @@ mod tests {
             cache_root: cache.path().to_path_buf(),
             offline: true,
         };
-        let err = p.install_from_dir(&CUDA_RUNTIME, wheels.path()).unwrap_err();
+        let err = p
+            .install_from_dir(&CUDA_RUNTIME, wheels.path())
+            .unwrap_err();
         assert_eq!(
             err.to_string(),
             format!(
@@ -312,6 +321,9 @@ mod tests {
                 crate::provision::sha256_hex(b"not the real cudart")
             )
         );
-        assert!(p.locate(&CUDA_RUNTIME).unwrap().is_none(), "nothing installed");
+        assert!(
+            p.locate(&CUDA_RUNTIME).unwrap().is_none(),
+            "nothing installed"
+        );
     }
 }

@@ -119,7 +119,12 @@ fn explain(ort_message: &str) -> String {
         .map_or(ort_message, |(_, rest)| rest)
         .trim();
     let cuda_libs = [
-        "libcudart", "libcublas", "libcurand", "libcufft", "libnvrtc", "libcudnn",
+        "libcudart",
+        "libcublas",
+        "libcurand",
+        "libcufft",
+        "libnvrtc",
+        "libcudnn",
     ];
     let meaning = if said.contains("libcuda.so.1") {
         "the NVIDIA driver is not installed (libcuda.so.1 comes with it)"
@@ -217,7 +222,9 @@ impl EpConfig {
         }
         self.providers.retain(|p| *p != provider);
         let next = self.providers.first().copied().unwrap_or(Provider::Cpu);
-        tracing::warn!("execution provider {provider} cannot run here, continuing with {next}: {reason}");
+        tracing::warn!(
+            "execution provider {provider} cannot run here, continuing with {next}: {reason}"
+        );
         Ok(())
     }
 
@@ -320,7 +327,9 @@ mod tests {
             fallback: true,
             ..strict
         };
-        lenient.skip(Provider::Cuda, "libcuda.so.1 missing".into()).unwrap();
+        lenient
+            .skip(Provider::Cuda, "libcuda.so.1 missing".into())
+            .unwrap();
         assert_eq!(lenient.providers, vec![Provider::Cpu]);
     }
 
@@ -341,8 +350,10 @@ mod tests {
                  said: {said}"
             )
         );
-        assert!(explain("... libcublasLt.so.13: cannot open shared object file")
-            .starts_with("a CUDA 13 library is missing (`quire setup --gpu` installs them); "));
+        assert!(
+            explain("... libcublasLt.so.13: cannot open shared object file")
+                .starts_with("a CUDA 13 library is missing (`quire setup --gpu` installs them); ")
+        );
         assert!(explain("FAIL : libnvinfer.so.10: cannot open")
             .starts_with("TensorRT 10 is not installed"));
         assert_eq!(explain("something else"), "something else");

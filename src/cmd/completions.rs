@@ -46,8 +46,7 @@ fn without_hidden_subcommands(cli: clap::Command) -> clap::Command {
 pub fn man(args: ManArgs, cli: clap::Command) -> anyhow::Result<u8> {
     match args.dir {
         Some(dir) => {
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             clap_mangen::generate_to(cli, &dir)
                 .with_context(|| format!("writing man pages into {}", dir.display()))?;
         }

@@ -27,7 +27,11 @@ pub fn run(global: &super::Global, args: SetupArgs) -> anyhow::Result<u8> {
     let provisioner = global.provisioner();
     let mut specs: Vec<&RuntimeSpec> = vec![quire_onnx::runtime::spec(args.gpu)];
     if args.gpu {
-        specs.extend(quire_onnx::cuda::CUDA_LIBRARIES.iter().map(|(spec, _)| *spec));
+        specs.extend(
+            quire_onnx::cuda::CUDA_LIBRARIES
+                .iter()
+                .map(|(spec, _)| *spec),
+        );
     }
     specs.push(&quire_pipeline::pdfium::PDFIUM);
     outln!("cache: {}", provisioner.cache_root.display())?;
@@ -68,11 +72,7 @@ pub fn run(global: &super::Global, args: SetupArgs) -> anyhow::Result<u8> {
     if let Some(env) = &ort_env {
         if args.gpu {
             let done = quire_onnx::cuda::preload(&provisioner)?;
-            outln!(
-                "{:<16} preloaded {} CUDA libraries",
-                "",
-                done.loaded.len()
-            )?;
+            outln!("{:<16} preloaded {} CUDA libraries", "", done.loaded.len())?;
         }
         list_providers(env, args.gpu)?;
     }
