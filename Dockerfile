@@ -26,6 +26,7 @@ RUN useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nolog
 # The cache is read-only for the service user; nothing is downloaded at run time.
 ENV QUIRE_CACHE_DIR=/opt/quire/cache \
     QUIRE_OFFLINE=1
-USER quire
+# Numeric, so that Kubernetes can check runAsNonRoot.
+USER 10001
 ENTRYPOINT ["/usr/local/bin/quire"]
 CMD ["--help"]
