@@ -211,7 +211,7 @@ fn ep_fallback_as_a_bare_flag_runs_on_the_cpu_with_one_warning() {
 
 /// With the GPU build installed (`quire setup --gpu` into the default cache, or
 /// `QUIRE_CACHE_DIR`) on a machine without an NVIDIA driver, the CUDA provider itself fails to
-/// load and the error names the driver's library. Skipped, saying so, where the GPU build is
+/// load, in a run and in `setup --gpu --check`, and the error names the driver's library. Skipped, saying so, where the GPU build is
 /// not installed or a driver is present.
 #[test]
 fn ep_cuda_with_the_gpu_build_and_no_driver_names_the_driver() {
@@ -232,4 +232,21 @@ fn ep_cuda_with_the_gpu_build_and_no_driver_names_the_driver() {
         "{err}"
     );
     assert_eq!(err.matches("cannot run here").count(), 1, "{err}");
+
+    // `setup --gpu --check` creates the provider for real too, and fails.
+    let out = quire(&real.cache_root, &["setup", "--gpu", "--check"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.starts_with(
+            "error: the CUDA execution provider cannot run here: the NVIDIA driver is not \
+             installed (libcuda.so.1 comes with it)"
+        ),
+        "{err}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("\n  cuda           yes, cannot run here (below)\n"),
+        "{stdout}"
+    );
 }
