@@ -69,6 +69,10 @@ enum Command {
     Merge(cmd::merge::MergeArgs),
     /// Run Gemma 4 on one image and a prompt: a quick check of a model directory.
     Generate(Box<settings::GenerateArgs>),
+    /// Print the completion script of a shell (bash, zsh, fish, elvish, powershell).
+    Completions(cmd::completions::CompletionsArgs),
+    /// Print the man page (roff), or write one page per command with --dir.
+    Man(cmd::completions::ManArgs),
     /// Internal: a PDFium worker process driven by the pipeline over stdin/stdout.
     #[command(hide = true)]
     PdfWorker(cmd::render::PdfWorkerArgs),
@@ -92,6 +96,8 @@ fn main() -> ExitCode {
         Command::Status(args) => cmd::status::run(&global, args),
         Command::Merge(args) => cmd::merge::run(&global, args),
         Command::Generate(args) => cmd::generate::run(&global, *args),
+        Command::Completions(args) => cmd::completions::completions(args, Cli::command()),
+        Command::Man(args) => cmd::completions::man(args, Cli::command()),
         Command::PdfWorker(args) => cmd::render::pdf_worker(args),
     };
     match result {

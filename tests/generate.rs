@@ -93,19 +93,23 @@ fn stops_at_a_stop_id_by_default() {
 }
 
 #[test]
-fn provider_not_compiled_in_names_the_feature() {
-    if cfg!(feature = "openvino") {
-        return;
-    }
+fn provider_the_library_lacks_is_an_error_naming_it() {
     let out = quire()
         .args(["generate", "--prompt", "hi", "--ep", "openvino,cpu"])
         .arg("--model")
         .arg(tiny())
+        .env_remove("QUIRE_EP_FALLBACK")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--features openvino"), "{err}");
+    assert!(
+        err.contains(
+            "execution provider `openvino` cannot run here: the loaded ONNX Runtime library \
+             was not built with OpenVINOExecutionProvider"
+        ),
+        "{err}"
+    );
 }
 
 #[test]

@@ -1,9 +1,13 @@
-//! Execution providers: an ordered list chosen by the user (`--ep cuda,cpu`), each behind the
-//! cargo feature that compiles its `ort` support. A provider that fails to register is an
-//! error unless fallback was asked for; either way the session reports what it got.
+//! Execution providers: an ordered list chosen by the user (`--ep cuda,cpu`). Every provider's
+//! `ort` support is compiled in (the library is loaded at run time, so it costs only a little
+//! code); whether one can run depends on the loaded library and the machine, which
+//! [`EpConfig::resolve`] finds out once per process by creating a tiny session with it. A
+//! provider that cannot run is an error unless fallback was asked for; either way the session
+//! reports what it got.
 
-use ort::ep::ExecutionProviderDispatch;
+use ort::ep::{ExecutionProvider, ExecutionProviderDispatch};
 use ort::session::builder::SessionBuilder;
+use ort::session::Session;
 use std::fmt;
 use std::str::FromStr;
 
@@ -38,22 +42,15 @@ impl Provider {
         }
     }
 
-    /// The cargo feature of `quire-onnx` (and of `quire`) that compiles this provider in.
-    pub fn cargo_feature(self) -> Option<&'static str> {
+    /// ONNX Runtime's name of the provider (`CUDAExecutionProvider`).
+    pub fn ort_name(self) -> &'static str {
         match self {
-            Provider::Cpu => None,
-            p => Some(p.name()),
-        }
-    }
-
-    pub fn compiled_in(self) -> bool {
-        match self {
-            Provider::Cpu => true,
-            Provider::Cuda => cfg!(feature = "cuda"),
-            Provider::TensorRt => cfg!(feature = "tensorrt"),
-            Provider::CoreMl => cfg!(feature = "coreml"),
-            Provider::DirectMl => cfg!(feature = "directml"),
-            Provider::OpenVino => cfg!(feature = "openvino"),
+            Provider::Cpu => ort::ep::CPU::NAME,
+            Provider::Cuda => ort::ep::CUDA::NAME,
+            Provider::TensorRt => ort::ep::TensorRT::NAME,
+            Provider::CoreMl => ort::ep::CoreML::NAME,
+            Provider::DirectMl => ort::ep::DirectML::NAME,
+            Provider::OpenVino => ort::ep::OpenVINO::NAME,
         }
     }
 
@@ -62,30 +59,91 @@ impl Provider {
         matches!(self, Provider::Cuda | Provider::TensorRt)
     }
 
-    fn dispatch(self) -> Result<ExecutionProviderDispatch, EpError> {
-        if !self.compiled_in() {
-            return Err(EpError::NotCompiled {
-                provider: self.name(),
-                feature: self.cargo_feature().unwrap_or_default(),
-            });
-        }
-        Ok(match self {
+    /// Whether the loaded ONNX Runtime library was built with this provider (not whether it can
+    /// run: the GPU build says yes on a machine without a GPU). Needs the library loaded.
+    pub fn in_library(self) -> bool {
+        let available = match self {
+            Provider::Cpu => return true,
+            Provider::Cuda => ort::ep::CUDA::is_available(),
+            Provider::TensorRt => ort::ep::TensorRT::is_available(),
+            Provider::CoreMl => ort::ep::CoreML::is_available(),
+            Provider::DirectMl => ort::ep::DirectML::is_available(),
+            Provider::OpenVino => ort::ep::OpenVINO::is_available(),
+        };
+        available.unwrap_or(false)
+    }
+
+    fn dispatch(self) -> ExecutionProviderDispatch {
+        match self {
             Provider::Cpu => ort::ep::CPU::default().build(),
-            #[cfg(feature = "cuda")]
             Provider::Cuda => ort::ep::CUDA::default().build(),
-            #[cfg(feature = "tensorrt")]
             Provider::TensorRt => ort::ep::TensorRT::default().build(),
-            #[cfg(feature = "coreml")]
             Provider::CoreMl => ort::ep::CoreML::default().build(),
-            #[cfg(feature = "directml")]
             Provider::DirectMl => ort::ep::DirectML::default().build(),
-            #[cfg(feature = "openvino")]
             Provider::OpenVino => ort::ep::OpenVINO::default().build(),
-            #[allow(unreachable_patterns)]
-            _ => unreachable!("compiled_in() checked the feature"),
-        })
+        }
+    }
+
+    /// Registers this provider alone on a session of a one-node graph and creates it: what a
+    /// model session would do, so a missing library (the provider's own, cuBLAS, the driver's
+    /// `libcuda.so.1`) or a missing device shows here, once, with ONNX Runtime's reason.
+    pub fn probe(self, env: &ort::environment::Environment) -> Result<(), String> {
+        if !self.in_library() {
+            return Err(format!(
+                "the loaded ONNX Runtime library was not built with {}{}",
+                self.ort_name(),
+                if self.needs_gpu_runtime() {
+                    " (use the GPU build: `quire setup --gpu`)"
+                } else {
+                    ""
+                }
+            ));
+        }
+        let mut builder = Session::builder(env).map_err(|e| explain(&e.to_string()))?;
+        self.dispatch()
+            .register(&mut builder)
+            .map_err(|e| explain(&e.to_string()))?;
+        let session = builder
+            .commit_from_memory(PROBE_MODEL)
+            .map_err(|e| explain(&e.to_string()))?;
+        drop(session);
+        Ok(())
     }
 }
+
+/// ONNX Runtime's reason, without its source location, after what it means for the user: which
+/// part is missing and where it comes from.
+fn explain(ort_message: &str) -> String {
+    let said = ort_message
+        .rsplit_once("FAIL : ")
+        .map_or(ort_message, |(_, rest)| rest)
+        .trim();
+    let cuda_libs = [
+        "libcudart",
+        "libcublas",
+        "libcurand",
+        "libcufft",
+        "libnvrtc",
+        "libcudnn",
+    ];
+    let meaning = if said.contains("libcuda.so.1") {
+        "the NVIDIA driver is not installed (libcuda.so.1 comes with it)"
+    } else if said.contains("libnvinfer") || said.contains("libnvonnxparser") {
+        "TensorRT 10 is not installed (quire does not provision it)"
+    } else if cuda_libs.iter().any(|l| said.contains(l)) {
+        "a CUDA 13 library is missing (`quire setup --gpu` installs them)"
+    } else if said.contains("no CUDA-capable device") {
+        "no GPU is visible to this process"
+    } else {
+        return said.to_string();
+    };
+    format!("{meaning}; ONNX Runtime said: {said}")
+}
+
+/// `y = x + x` on a float tensor of shape `[1]` (ONNX IR 8, opset 13): the smallest graph every
+/// provider takes. Written by `onnx.helper` (`make_node("Add", ["x", "x"], ["y"])`, graph
+/// `probe`, producer `quire`) and checked by `onnx.checker`.
+const PROBE_MODEL: &[u8] = include_bytes!("probe.onnx");
 
 impl fmt::Display for Provider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -112,15 +170,7 @@ impl FromStr for Provider {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EpError {
     #[error(
-        "execution provider `{provider}` is not compiled into this build: rebuild with \
-         `--features {feature}` (cargo feature `{feature}` of quire / quire-onnx)"
-    )]
-    NotCompiled {
-        provider: &'static str,
-        feature: &'static str,
-    },
-    #[error(
-        "execution provider `{provider}` failed to register: {reason} \
+        "execution provider `{provider}` cannot run here: {reason} \
          (pass --ep-fallback to continue with the next provider)"
     )]
     RegisterFailed {
@@ -134,7 +184,7 @@ pub enum EpError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EpConfig {
     pub providers: Vec<Provider>,
-    /// Skip a provider that fails to register (logged and reported) instead of failing.
+    /// Skip a provider that cannot run (a warning says why) instead of failing.
     pub fallback: bool,
 }
 
@@ -157,82 +207,62 @@ impl EpConfig {
             .collect()
     }
 
-    /// Fails early, before any session exists, for providers that are not compiled in.
-    pub fn check_compiled(&self) -> Result<(), EpError> {
-        for p in &self.providers {
-            if !p.compiled_in() {
-                p.dispatch()?;
-            }
-        }
-        Ok(())
-    }
-
     pub fn needs_gpu_runtime(&self) -> bool {
         self.providers.iter().any(|p| p.needs_gpu_runtime())
     }
 
+    /// Drops `provider` because of `reason`, or fails when fallback was not asked for. Said
+    /// once here, so that each session of a model does not repeat it.
+    pub fn skip(&mut self, provider: Provider, reason: String) -> Result<(), EpError> {
+        if !self.fallback {
+            return Err(EpError::RegisterFailed {
+                provider: provider.name(),
+                reason,
+            });
+        }
+        self.providers.retain(|p| *p != provider);
+        let next = self.providers.first().copied().unwrap_or(Provider::Cpu);
+        tracing::warn!(
+            "execution provider {provider} cannot run here, continuing with {next}: {reason}"
+        );
+        Ok(())
+    }
+
+    /// The providers that can run with the loaded library on this machine ([`Provider::probe`]),
+    /// in order: one that cannot is an error, or with fallback left out with a warning.
+    pub fn resolve(mut self, env: &ort::environment::Environment) -> Result<EpConfig, EpError> {
+        for p in self.providers.clone() {
+            if p == Provider::Cpu {
+                continue;
+            }
+            if let Err(reason) = p.probe(env) {
+                self.skip(p, reason)?;
+            }
+        }
+        Ok(self)
+    }
+
     /// Registers the providers on `builder` in order, returning what happened to each.
+    /// [`EpConfig::resolve`] has found out beforehand which can run.
     pub fn register(&self, builder: &mut SessionBuilder) -> Result<EpReport, EpError> {
         let mut report = EpReport::default();
         for &p in &self.providers {
-            let dispatch = match p.dispatch() {
-                Ok(d) => d,
-                Err(e) if self.fallback => {
-                    tracing::warn!("{e}; skipping it");
-                    report.failed.push((p, e.to_string()));
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            // A non-CPU provider the library was not built with is a registration failure
-            // too; ORT would otherwise only log it.
-            let result = if p != Provider::Cpu && !ort_has(&dispatch) {
-                Err(format!(
-                    "the loaded ONNX Runtime library was not built with {} (use the GPU build: `quire setup --gpu`)",
-                    dispatch.name()
-                ))
-            } else {
-                dispatch.register(builder).map_err(|e| e.to_string())
-            };
-            match result {
+            match p.dispatch().register(builder) {
                 Ok(()) => report.registered.push(p),
-                Err(reason) if self.fallback => {
-                    tracing::warn!(
-                        "execution provider {p} failed to register, falling back: {reason}"
-                    );
-                    report.failed.push((p, reason));
+                Err(e) if self.fallback => {
+                    tracing::warn!("execution provider {p} failed to register, falling back: {e}");
+                    report.failed.push((p, e.to_string()));
                 }
-                Err(reason) => {
+                Err(e) => {
                     return Err(EpError::RegisterFailed {
                         provider: p.name(),
-                        reason,
+                        reason: e.to_string(),
                     })
                 }
             }
         }
         Ok(report)
     }
-}
-
-/// Whether the loaded library was built with this provider (not whether it can run).
-fn ort_has(dispatch: &ExecutionProviderDispatch) -> bool {
-    #[allow(unused_imports)]
-    use ort::ep::ExecutionProvider;
-    let name = dispatch.name();
-    let check: Option<ort::Result<bool>> = match name {
-        #[cfg(feature = "cuda")]
-        n if n == ort::ep::CUDA::NAME => Some(ort::ep::CUDA::is_available()),
-        #[cfg(feature = "tensorrt")]
-        n if n == ort::ep::TensorRT::NAME => Some(ort::ep::TensorRT::is_available()),
-        #[cfg(feature = "coreml")]
-        n if n == ort::ep::CoreML::NAME => Some(ort::ep::CoreML::is_available()),
-        #[cfg(feature = "directml")]
-        n if n == ort::ep::DirectML::NAME => Some(ort::ep::DirectML::is_available()),
-        #[cfg(feature = "openvino")]
-        n if n == ort::ep::OpenVINO::NAME => Some(ort::ep::OpenVINO::is_available()),
-        _ => None,
-    };
-    check.and_then(Result::ok).unwrap_or(true)
 }
 
 /// Which providers one session got.
@@ -269,22 +299,63 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parsing_and_features() {
+    fn parsing() {
         assert_eq!(
-            EpConfig::parse_list("cuda, cpu").unwrap(),
-            vec![Provider::Cuda, Provider::Cpu]
+            EpConfig::parse_list("cuda, TRT,cpu").unwrap(),
+            vec![Provider::Cuda, Provider::TensorRt, Provider::Cpu]
         );
         assert!(EpConfig::parse_list("tpu")
             .unwrap_err()
             .to_string()
-            .contains("unknown execution provider"));
-        if !cfg!(feature = "openvino") {
-            let cfg = EpConfig {
-                providers: vec![Provider::OpenVino],
-                fallback: false,
-            };
-            let err = cfg.check_compiled().unwrap_err().to_string();
-            assert!(err.contains("--features openvino"), "{err}");
-        }
+            .contains("unknown execution provider \"tpu\""));
+    }
+
+    #[test]
+    fn skipping_a_provider_fails_without_fallback_and_drops_it_with() {
+        let mut strict = EpConfig {
+            providers: vec![Provider::Cuda, Provider::Cpu],
+            fallback: false,
+        };
+        let err = strict.skip(Provider::Cuda, "libcuda.so.1 missing".into());
+        assert_eq!(
+            err.unwrap_err().to_string(),
+            "execution provider `cuda` cannot run here: libcuda.so.1 missing \
+             (pass --ep-fallback to continue with the next provider)"
+        );
+        assert_eq!(strict.providers, vec![Provider::Cuda, Provider::Cpu]);
+        let mut lenient = EpConfig {
+            fallback: true,
+            ..strict
+        };
+        lenient
+            .skip(Provider::Cuda, "libcuda.so.1 missing".into())
+            .unwrap();
+        assert_eq!(lenient.providers, vec![Provider::Cpu]);
+    }
+
+    #[test]
+    fn onnx_runtime_reasons_are_explained() {
+        // As ONNX Runtime 1.31.1 (GPU build) words it on a machine without the driver.
+        let said = "Failed to load library /c/libonnxruntime_providers_cuda.so with error: \
+                    libcuda.so.1: cannot open shared object file: No such file or directory";
+        let ort = format!(
+            "/onnxruntime_src/onnxruntime/core/session/provider_bridge_ort.cc:2043 \
+             onnxruntime::Provider& onnxruntime::ProviderLibrary::Get() [ONNXRuntimeError] : 1 \
+             : FAIL : {said}\n"
+        );
+        assert_eq!(
+            explain(&ort),
+            format!(
+                "the NVIDIA driver is not installed (libcuda.so.1 comes with it); ONNX Runtime \
+                 said: {said}"
+            )
+        );
+        assert!(
+            explain("... libcublasLt.so.13: cannot open shared object file")
+                .starts_with("a CUDA 13 library is missing (`quire setup --gpu` installs them); ")
+        );
+        assert!(explain("FAIL : libnvinfer.so.10: cannot open")
+            .starts_with("TensorRT 10 is not installed"));
+        assert_eq!(explain("something else"), "something else");
     }
 }

@@ -1,6 +1,8 @@
 //! ONNX Runtime: the pinned builds quire provisions, and loading one into this process.
 
+use crate::ep::{EpConfig, EpError, Provider};
 use crate::provision::{Located, Platform, ProvisionError, Provisioner, RuntimeSpec, WheelFile};
+pub use ort::environment::Environment;
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -49,7 +51,8 @@ pub static ONNXRUNTIME: RuntimeSpec = RuntimeSpec {
 };
 
 /// The CUDA 13 build (CUDA and TensorRT providers), from the `onnxruntime-gpu` wheel. The CUDA
-/// libraries themselves (cuBLAS, cuDNN, cudart) come from the system or the NVIDIA wheels.
+/// libraries themselves (cuBLAS, cuDNN, cudart) come from NVIDIA's wheels ([`crate::cuda`]) or
+/// the system.
 pub static ONNXRUNTIME_GPU: RuntimeSpec = RuntimeSpec {
     name: "onnxruntime-gpu",
     package: "onnxruntime-gpu",
@@ -93,6 +96,8 @@ pub enum RuntimeError {
     Load { path: String, reason: String },
     #[error("ONNX Runtime environment: {0}")]
     Environment(String),
+    #[error(transparent)]
+    Provider(#[from] EpError),
 }
 
 /// The runtime quire wants: the GPU build when asked for, else the CPU build.
@@ -119,6 +124,61 @@ pub fn environment(
     let env = load_library(&located.library)?;
     let _ = ENVIRONMENT.set((env, located));
     Ok(ENVIRONMENT.get().expect("just set"))
+}
+
+/// A loaded runtime and the execution providers that can run with it.
+pub struct Loaded {
+    pub env: &'static ort::environment::Environment,
+    pub located: &'static Located,
+    /// The providers asked for, less those that cannot run here (with `--ep-fallback`).
+    pub eps: EpConfig,
+}
+
+/// Loads the runtime `eps` needs and finds out, once, which of its providers can run here
+/// ([`EpConfig::resolve`]). The GPU build is used when a provider needs it and it is installed
+/// (`quire setup --gpu`, or `QUIRE_ORT_LIB`); it is never downloaded here, being with its CUDA
+/// libraries about 2 GB. Its CUDA libraries are preloaded first ([`crate::cuda::preload`]).
+/// A provider that cannot run is an error naming what is missing, or with fallback a warning,
+/// and the run goes on with the next.
+pub fn environment_for(provisioner: &Provisioner, eps: EpConfig) -> Result<Loaded, RuntimeError> {
+    let mut eps = eps;
+    let mut gpu = eps.needs_gpu_runtime();
+    if gpu {
+        let gpu_providers: Vec<Provider> = eps
+            .providers
+            .iter()
+            .copied()
+            .filter(|p| p.needs_gpu_runtime())
+            .collect();
+        let problem = match provisioner.locate(&ONNXRUNTIME_GPU)? {
+            None => Some(format!(
+                "it needs the GPU build of ONNX Runtime ({} {}) and the CUDA 13 libraries, \
+                 which are not installed: run `quire setup --gpu`",
+                ONNXRUNTIME_GPU.package, ONNXRUNTIME_GPU.version
+            )),
+            Some(_) => match crate::cuda::preload(provisioner) {
+                Ok(done) => {
+                    for spec in &done.not_installed {
+                        tracing::info!(
+                            "{} not installed by `quire setup --gpu`: left to the system's library path",
+                            spec.name
+                        );
+                    }
+                    None
+                }
+                Err(e) => Some(e.to_string()),
+            },
+        };
+        if let Some(reason) = problem {
+            for p in gpu_providers {
+                eps.skip(p, reason.clone())?;
+            }
+            gpu = false;
+        }
+    }
+    let (env, located) = environment(provisioner, gpu)?;
+    let eps = eps.resolve(env)?;
+    Ok(Loaded { env, located, eps })
 }
 
 /// The variable that keeps ONNX Runtime's built-in telemetry (Microsoft's 1DS client) from

@@ -11,11 +11,11 @@ use std::time::Instant;
 
 pub fn run(global: &super::Global, args: GenerateArgs) -> anyhow::Result<u8> {
     let args = settings::resolve_generate(args.settings)?;
-    let eps = args.eps.clone();
     let provisioner = global.provisioner();
-    let (env, located) = quire_onnx::runtime::environment(&provisioner, eps.needs_gpu_runtime())
+    let runtime = quire_onnx::runtime::environment_for(&provisioner, args.eps.clone())
         .context("loading ONNX Runtime")?;
-    tracing::info!("ONNX Runtime from {}", located.library.display());
+    tracing::info!("ONNX Runtime from {}", runtime.located.library.display());
+    let (env, eps) = (runtime.env, runtime.eps);
 
     let t_load = Instant::now();
     let opts = LoadOptions {

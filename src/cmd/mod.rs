@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod completions;
 pub mod generate;
 pub mod merge;
 pub mod output;

@@ -36,6 +36,16 @@ pub fn line(args: fmt::Arguments) -> anyhow::Result<()> {
     }
 }
 
+/// Writes `bytes` to stdout as they are (a generated script or page), flushed.
+pub fn bytes(bytes: &[u8]) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(StdoutClosed.into()),
+        Err(e) => Err(anyhow::Error::new(e).context("writing to standard output")),
+    }
+}
+
 /// `println!` for results: `outln!("{x}")?`, see [`line`].
 macro_rules! outln {
     ($($arg:tt)*) => {

@@ -79,7 +79,6 @@ impl Gemma4 {
             .filter(|g| !(opts.text_only && *g == Graph::VisionEncoder))
             .map(|g| dir.graph(g, opts.dtype.get(g)).map(|p| (g, p)))
             .collect::<Result<_, _>>()?;
-        opts.eps.check_compiled()?;
         let mut vision = None;
         let mut embed = None;
         let mut decoder = None;

@@ -85,7 +85,8 @@ pub struct ModelOptions {
     #[arg(long, env = "QUIRE_EP", value_name = "LIST")]
     #[serde(default, with = "text")]
     pub ep: Option<Providers>,
-    /// Continue with the next provider when one fails to register (default: error).
+    /// Continue with the next provider when one cannot run here, with a warning (default: an
+    /// error naming what is missing).
     #[arg(
         long,
         env = "QUIRE_EP_FALLBACK",

@@ -73,16 +73,15 @@ pub struct OpenedJob {
 pub fn open_job(r: &JobSettings, provisioner: &Provisioner) -> Result<OpenedJob, OpenJobError> {
     // First, so that a read-only or full output folder is said before the model loads.
     check_writable(&r.out)?;
-    let gpu = r.eps.needs_gpu_runtime();
-    let (env, _) = quire_onnx::runtime::environment(provisioner, gpu)?;
+    let runtime = quire_onnx::runtime::environment_for(provisioner, r.eps.clone())?;
     let pdfium = provisioner.ensure(&crate::pdfium::PDFIUM)?;
 
     let model = Gemma4::load(
-        env,
+        runtime.env,
         &r.model,
         &LoadOptions {
             dtype: r.dtype,
-            eps: r.eps.clone(),
+            eps: runtime.eps,
             text_only: false,
         },
     )
