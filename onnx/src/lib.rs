@@ -5,12 +5,16 @@
 //!   its environment.
 //! * [`ep`]: execution providers; [`session`]: sessions and their declared inputs/outputs.
 //! * [`gemma4`]: the model: loading, preprocessing, prompts, continuous-batching generation.
+//! * [`hub`], [`manifest`]: pulling a model repository from a Hugging Face hub (or mirror) and
+//!   the hash manifest that `quire model verify` checks.
 //!
 //! Schema-constrained decoding is the `quire-constrained` crate (no ONNX Runtime in it); it
 //! steers generation through [`gemma4::LogitsProcessor`].
 
 pub mod ep;
 pub mod gemma4;
+pub mod hub;
+pub mod manifest;
 pub mod provision;
 pub mod runtime;
 pub mod session;
