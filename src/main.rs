@@ -69,6 +69,8 @@ enum Command {
     Merge(cmd::merge::MergeArgs),
     /// Run Gemma 4 on one image and a prompt: a quick check of a model directory.
     Generate(Box<settings::GenerateArgs>),
+    /// Get a model from a hub (`pull`), see the model folder (`list`), check a copy (`verify`).
+    Model(cmd::model::ModelArgs),
     /// Internal: a PDFium worker process driven by the pipeline over stdin/stdout.
     #[command(hide = true)]
     PdfWorker(cmd::render::PdfWorkerArgs),
@@ -92,6 +94,7 @@ fn main() -> ExitCode {
         Command::Status(args) => cmd::status::run(&global, args),
         Command::Merge(args) => cmd::merge::run(&global, args),
         Command::Generate(args) => cmd::generate::run(&global, *args),
+        Command::Model(args) => cmd::model::run(&global, args),
         Command::PdfWorker(args) => cmd::render::pdf_worker(args),
     };
     match result {

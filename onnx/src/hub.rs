@@ -49,7 +49,9 @@ pub enum HubError {
         expected: String,
         actual: String,
     },
-    #[error("{file}: {actual} bytes downloaded, the hub lists {expected}; the download was deleted")]
+    #[error(
+        "{file}: {actual} bytes downloaded, the hub lists {expected}; the download was deleted"
+    )]
     SizeMismatch {
         file: String,
         expected: u64,
@@ -347,7 +349,7 @@ impl Hub {
                 Err(Fetch::Retry(reason)) => last_error = reason,
             }
             let at = fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
-            tracing::warn!(file = %file.path, at, reason = %last_error, "download interrupted; resuming");
+            tracing::info!(file = %file.path, at, reason = %last_error, "download interrupted; resuming");
             observer.retry(file, at, &last_error);
         }
         if !complete {
@@ -410,9 +412,7 @@ impl Hub {
                 if first != Some(from) {
                     return Err(Fetch::Fatal(HubError::BadResponse {
                         url: url.to_string(),
-                        reason: format!(
-                            "asked for bytes from {from}, got Content-Range {range:?}"
-                        ),
+                        reason: format!("asked for bytes from {from}, got Content-Range {range:?}"),
                     }));
                 }
                 from
@@ -507,7 +507,11 @@ pub fn pull(
         return Err(HubError::NothingSelected {
             repo: req.repo.to_string(),
             revision: req.revision.to_string(),
-            dtypes: format!("{} (missing {})", dtypes_text(req.dtypes), missing_graphs.join(", ")),
+            dtypes: format!(
+                "{} (missing {})",
+                dtypes_text(req.dtypes),
+                missing_graphs.join(", ")
+            ),
             present: if present.is_empty() {
                 "no .onnx files".into()
             } else {
@@ -577,7 +581,10 @@ fn encode_segment(s: &str) -> String {
 
 /// Percent-encodes each `/`-separated segment of a path.
 fn encode_path(s: &str) -> String {
-    s.split('/').map(encode_segment).collect::<Vec<_>>().join("/")
+    s.split('/')
+        .map(encode_segment)
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 #[cfg(test)]

@@ -118,11 +118,10 @@ impl Manifest {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(ManifestError::Io { path, source }),
         };
-        let m: Manifest =
-            serde_json::from_str(&text).map_err(|source| ManifestError::Json {
-                path: path.clone(),
-                source,
-            })?;
+        let m: Manifest = serde_json::from_str(&text).map_err(|source| ManifestError::Json {
+            path: path.clone(),
+            source,
+        })?;
         if let Some(bad) = m.files.iter().find(|f| !is_safe_relative(&f.path)) {
             return Err(ManifestError::UnsafePath {
                 manifest: path,

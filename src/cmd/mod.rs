@@ -2,6 +2,7 @@
 
 pub mod generate;
 pub mod merge;
+pub mod model;
 pub mod output;
 pub mod progress;
 pub mod render;

@@ -146,7 +146,8 @@ impl Gemma4 {
         let s = LoadedSession::load(env, &path, &EpConfig::default())?;
         match graph {
             Graph::VisionEncoder => {
-                let processor = ImageProcessor::from_config(&ImageProcessorConfig::load(&dir.root)?)?;
+                let processor =
+                    ImageProcessor::from_config(&ImageProcessorConfig::load(&dir.root)?)?;
                 VisionEncoder::new(s, &config, processor.patch_dim()).map(drop)
             }
             Graph::EmbedTokens => EmbedTokens::new(s, &config).map(drop),
