@@ -71,6 +71,17 @@ fn start_hub(
     lie_about: Option<&str>,
     drop_once: Option<&str>,
 ) -> StubHub {
+    start_hub_redirecting(files, lie_about, drop_once, None)
+}
+
+/// As [`start_hub`], and downloads of `.onnx_data` files answer with a redirect to the same
+/// path on `storage` (as the hub sends LFS downloads to its storage hosts).
+fn start_hub_redirecting(
+    files: BTreeMap<String, Vec<u8>>,
+    lie_about: Option<&str>,
+    drop_once: Option<&str>,
+    storage: Option<String>,
+) -> StubHub {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -86,13 +97,17 @@ fn start_hub(
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { continue };
-            let (files, lie, dropped, log) = (
+            let (files, lie, dropped, log, storage) = (
                 files.clone(),
                 lie_about.clone(),
                 dropped.clone(),
                 log.clone(),
+                storage.clone(),
             );
-            std::thread::spawn(move || serve(stream, &files, lie.as_deref(), &dropped, &log));
+            std::thread::spawn(move || {
+                let storage = storage.as_deref();
+                serve(stream, &files, lie.as_deref(), &dropped, &log, storage)
+            });
         }
     });
     StubHub { endpoint, seen }
@@ -104,6 +119,7 @@ fn serve(
     lie_about: Option<&str>,
     drop_once: &Mutex<HashSet<String>>,
     log: &Mutex<Vec<Seen>>,
+    storage: Option<&str>,
 ) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut line = String::new();
@@ -149,6 +165,15 @@ fn serve(
             .collect();
         let body = serde_json::json!({"id": REPO, "sha": COMMIT, "siblings": siblings}).to_string();
         respond(&mut stream, "200 OK", &[], body.as_bytes(), None);
+    } else if let Some(storage) = storage.filter(|_| target.contains(".onnx_data")) {
+        let location = format!("{storage}{target}");
+        respond(
+            &mut stream,
+            "302 Found",
+            &[("Location", &location)],
+            b"",
+            None,
+        );
     } else if let Some(file) = target.strip_prefix(&prefix).and_then(|p| files.get(p)) {
         let name = target.strip_prefix(&prefix).unwrap().to_string();
         let from = range
@@ -528,4 +553,48 @@ fn list_shows_every_dtype_of_the_tiny_model_and_its_contract_check() {
     // The tiny model has no q4 vision encoder (used with the fp32 one).
     assert_eq!(row("q4")[1..4], ["-", "ok", "ok"], "{text}");
     assert!(!text.contains("FAILS CONTRACT"), "{text}");
+}
+
+#[test]
+fn the_token_does_not_follow_a_redirect_to_another_host() {
+    // The storage host is the same stub under another name: a different host for the client.
+    let storage = start_hub(repo_files(), None, None);
+    let storage_endpoint = storage.endpoint.replace("127.0.0.1", "localhost");
+    let hub = start_hub_redirecting(repo_files(), None, None, Some(storage_endpoint));
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = tmp.path().join("m");
+    let out = quire(
+        &hub.endpoint,
+        &[
+            "model",
+            "pull",
+            REPO,
+            "--dtype",
+            "fp16",
+            "--dir",
+            dest.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let data = "onnx/decoder_model_merged_fp16.onnx_data";
+    assert_eq!(
+        std::fs::read(dest.join(data)).unwrap(),
+        std::fs::read(tiny().join(data)).unwrap()
+    );
+    let at_storage = storage.seen.lock().unwrap().clone();
+    assert_eq!(
+        at_storage.len(),
+        3,
+        "the three .onnx_data files: {at_storage:?}"
+    );
+    assert!(
+        at_storage.iter().all(|s| s.auth.is_none()),
+        "{at_storage:?}"
+    );
+    assert!(hub
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|s| s.auth.as_deref() == Some("Bearer hf_test_token")));
 }
