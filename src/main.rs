@@ -73,6 +73,8 @@ enum Command {
     Completions(cmd::completions::CompletionsArgs),
     /// Print the man page (roff), or write one page per command with --dir.
     Man(cmd::completions::ManArgs),
+    /// Get a model from a hub (`pull`), see the model folder (`list`), check a copy (`verify`).
+    Model(cmd::model::ModelArgs),
     /// Internal: a PDFium worker process driven by the pipeline over stdin/stdout.
     #[command(hide = true)]
     PdfWorker(cmd::render::PdfWorkerArgs),
@@ -98,6 +100,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => cmd::generate::run(&global, *args),
         Command::Completions(args) => cmd::completions::completions(args, Cli::command()),
         Command::Man(args) => cmd::completions::man(args, Cli::command()),
+        Command::Model(args) => cmd::model::run(&global, args),
         Command::PdfWorker(args) => cmd::render::pdf_worker(args),
     };
     match result {

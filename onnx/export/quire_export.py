@@ -11,6 +11,9 @@ tiny OUT_DIR
     Build a deterministic tiny random-weight Gemma 4 (every E2B text/vision feature on),
     a tiny tokenizer and template, export it (fp32 + fp16) and write reference.json
     computed with transformers.
+quantize OUT_DIR [--dtype q8,q4f16]
+    Add q8 (`_quantized`) and q4f16 graphs made from the fp32 / fp16 graphs already there
+    (onnx + onnxruntime only, no torch).
 verify OUT_DIR
     Re-run the reference cases with onnxruntime and compare with reference.json.
 big-vision OUT_DIR
@@ -534,6 +537,88 @@ def quantize_q4(out_dir: Path, log=print):
     return done
 
 
+def quantize_q8(out_dir: Path, log=print):
+    """8-bit weights, `_quantized` suffix, from the fp32 graphs, all three graphs: onnxruntime's
+    dynamic quantization (`MatMulInteger` + `DynamicQuantizeLinear`, int8 weights, uint8
+    activations; embedding tables as int8 + `DequantizeLinear`), the way transformers.js'
+    `scripts/quantize.py` makes the community `q8` files (signed weights: no Conv in these graphs)."""
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)
+    onnx_dir = out_dir / "onnx"
+    done = []
+    for base in ("vision_encoder", "embed_tokens", "decoder_model_merged"):
+        src = onnx_dir / f"{base}.onnx"
+        if not src.exists():
+            continue
+        tmp = Path(tempfile.mkdtemp()) / "q.onnx"
+        quantize_dynamic(
+            str(src), str(tmp), weight_type=QuantType.QInt8, per_channel=False, reduce_range=False,
+            use_external_data_format=True,
+            extra_options={"EnableSubgraph": True, "MatMulConstBOnly": True},
+        )
+        dst = onnx_dir / f"{base}_quantized.onnx"
+        _finalize_onnx(tmp, dst, True, {})
+        shutil.rmtree(tmp.parent)
+        done.append(dst)
+        log(f"  wrote {dst}")
+    return done
+
+
+def quantize_q4f16(out_dir: Path, log=print):
+    """4-bit weights with fp16 activations, `_q4f16` suffix, all three graphs (the community
+    repos ship every graph in q4f16): MatMulNBits (block 32, symmetric) and GatherBlockQuantized
+    applied to the **fp16** graphs, so the I/O is exactly that of `_fp16` (fp16 embeddings,
+    KV cache and logits; fp32 `pixel_values`)."""
+    import logging
+
+    import onnx
+    import onnx.version_converter
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)
+    onnx_dir = out_dir / "onnx"
+    done = []
+    for base in ("vision_encoder", "embed_tokens", "decoder_model_merged"):
+        src = onnx_dir / f"{base}_fp16.onnx"
+        if not src.exists():
+            continue
+        m = onnx.load(str(src), load_external_data=True)
+        m = onnx.version_converter.convert_version(m, 21)
+        q = MatMulNBitsQuantizer(
+            m, bits=4, block_size=32, is_symmetric=True, accuracy_level=None,
+            op_types_to_quantize=("MatMul", "Gather"), quant_axes=(("MatMul", 0), ("Gather", 1)),
+        )
+        q.process()
+        dst = onnx_dir / f"{base}_q4f16.onnx"
+        tmp = Path(tempfile.mkdtemp()) / "q.onnx"
+        onnx.save_model(q.model.model, str(tmp))
+        _finalize_onnx(tmp, dst, True, {})
+        shutil.rmtree(tmp.parent)
+        done.append(dst)
+        log(f"  wrote {dst}")
+    return done
+
+
+def cmd_quantize(out_dir, dtypes, log=print):
+    """q8 / q4f16 graphs from the fp32 / fp16 graphs already in OUT_DIR (onnx + onnxruntime only)."""
+    out_dir = Path(out_dir)
+    for d in dtypes:
+        if d == "q8":
+            quantize_q8(out_dir, log=log)
+        elif d == "q4f16":
+            quantize_q4f16(out_dir, log=log)
+        elif d == "q4":
+            quantize_q4(out_dir, log=log)
+        else:
+            raise SystemExit(f"quantize: unknown dtype {d!r} (q8, q4f16, q4)")
+    add_transformersjs_config(out_dir)
+    if (out_dir / "MANIFEST.json").exists():
+        write_manifest(out_dir)
+
+
 def add_transformersjs_config(out_dir: Path):
     cfg_path = out_dir / "config.json"
     if not cfg_path.exists():
@@ -546,7 +631,7 @@ def add_transformersjs_config(out_dir: Path):
             ext[p.name] = chunks
     cfg["transformers.js_config"] = {
         "use_external_data_format": ext,
-        "kv_cache_dtype": {"fp32": "float32", "fp16": "float16", "q4": "float32"},
+        "kv_cache_dtype": {"fp32": "float32", "fp16": "float16", "q4": "float32", "q4f16": "float16", "q8": "float32"},
     }
     write_json(cfg_path, cfg)
 
@@ -1274,6 +1359,9 @@ def cmd_tiny(out_dir, seed=20260517, dtypes=("fp32", "fp16"), log=print):
     write_images(out_dir / "images")
     log("writing reference (transformers)")
     make_reference(out_dir, exported, log=log)
+    if "q4" in dtypes:
+        # q8 and q4f16 from the graphs just written (the same as `quantize OUT_DIR` afterwards).
+        cmd_quantize(out_dir, ["q8", "q4f16"], log=log)
     write_manifest(out_dir)
 
 
@@ -1558,6 +1646,9 @@ def main(argv=None):
     p = sub.add_parser("tiny", help="build + export the tiny test model with reference.json")
     p.add_argument("out_dir")
     p.add_argument("--no-q4", action="store_true")
+    p = sub.add_parser("quantize", help="q8 / q4f16 (/ q4) graphs from the fp32 / fp16 graphs in OUT_DIR")
+    p.add_argument("out_dir")
+    p.add_argument("--dtype", default="q8,q4f16")
     p = sub.add_parser("verify", help="compare onnxruntime with reference.json")
     p.add_argument("out_dir")
     p.add_argument("--variants", default="fp32,fp16,q4")
@@ -1571,6 +1662,8 @@ def main(argv=None):
         cmd_export(a.checkpoint_dir, a.out_dir, a.dtype.split(","))
     elif a.cmd == "tiny":
         cmd_tiny(a.out_dir, dtypes=("fp32", "fp16") if a.no_q4 else ("fp32", "fp16", "q4"))
+    elif a.cmd == "quantize":
+        cmd_quantize(a.out_dir, a.dtype.split(","))
     elif a.cmd == "verify":
         cmd_verify(a.out_dir, variants=a.variants.split(","))
     elif a.cmd == "check-dynamic":

@@ -5,6 +5,8 @@
 //!   its environment; [`cuda`]: the CUDA libraries of the GPU build, preloaded.
 //! * [`ep`]: execution providers; [`session`]: sessions and their declared inputs/outputs.
 //! * [`gemma4`]: the model: loading, preprocessing, prompts, continuous-batching generation.
+//! * [`hub`], [`manifest`]: pulling a model repository from a Hugging Face hub (or mirror) and
+//!   the hash manifest that `quire model verify` checks.
 //!
 //! Schema-constrained decoding is the `quire-constrained` crate (no ONNX Runtime in it); it
 //! steers generation through [`gemma4::LogitsProcessor`].
@@ -12,6 +14,8 @@
 pub mod cuda;
 pub mod ep;
 pub mod gemma4;
+pub mod hub;
+pub mod manifest;
 pub mod provision;
 pub mod runtime;
 pub mod session;

@@ -3,6 +3,7 @@
 pub mod completions;
 pub mod generate;
 pub mod merge;
+pub mod model;
 pub mod output;
 pub mod progress;
 pub mod render;

@@ -7,7 +7,7 @@ use super::decoder::Decoder;
 use super::embed_tokens::EmbedTokens;
 use super::error::Error;
 use super::image_processor::{Budget, ImageProcessor, ProcessedImage, Rgb8};
-use super::model_dir::{DtypeSelection, Graph, ModelDir};
+use super::model_dir::{Dtype, DtypeSelection, Graph, ModelDir};
 use super::prompt::{Message, PromptBuilder, SpecialTokens, Tokenizer};
 use super::sampling::soft_cap;
 use super::vision_encoder::VisionEncoder;
@@ -130,6 +130,28 @@ impl Gemma4 {
             channel_ids,
             softcap_in_rust: false,
         })
+    }
+
+    /// Loads one graph of `dir` on the CPU and checks it against the contract, as [`Gemma4::load`]
+    /// does, without loading the rest (`quire model list`).
+    pub fn check_graph(
+        env: &ort::environment::Environment,
+        dir: &ModelDir,
+        graph: Graph,
+        dtype: Dtype,
+    ) -> Result<(), Error> {
+        let config: ModelConfig = read_json(&dir.file("config.json", "model config")?)?;
+        let path = dir.graph(graph, dtype)?;
+        let s = LoadedSession::load(env, &path, &EpConfig::default())?;
+        match graph {
+            Graph::VisionEncoder => {
+                let processor =
+                    ImageProcessor::from_config(&ImageProcessorConfig::load(&dir.root)?)?;
+                VisionEncoder::new(s, &config, processor.patch_dim()).map(drop)
+            }
+            Graph::EmbedTokens => EmbedTokens::new(s, &config).map(drop),
+            Graph::Decoder => Decoder::new(s, &config).map(drop),
+        }
     }
 
     /// The execution providers each session got, by graph file.

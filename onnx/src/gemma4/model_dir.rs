@@ -88,12 +88,20 @@ impl Graph {
         }
     }
 
-    fn key(self) -> &'static str {
+    /// The short name used in dtype selections: `vision`, `embed`, `decoder`.
+    pub fn key(self) -> &'static str {
         match self {
             Graph::VisionEncoder => "vision",
             Graph::EmbedTokens => "embed",
             Graph::Decoder => "decoder",
         }
+    }
+
+    /// A graph by its short or file base name (`vision` / `vision_encoder`, ...).
+    pub fn from_key(key: &str) -> Option<Graph> {
+        Graph::ALL
+            .into_iter()
+            .find(|g| g.key() == key || g.base_name() == key)
     }
 }
 
@@ -140,11 +148,11 @@ impl FromStr for DtypeSelection {
                 None => sel = DtypeSelection::uniform(part.parse()?),
                 Some((k, v)) => {
                     let d: Dtype = v.parse()?;
-                    match k.trim() {
-                        "vision" | "vision_encoder" => sel.vision = d,
-                        "embed" | "embed_tokens" => sel.embed = d,
-                        "decoder" | "decoder_model_merged" => sel.decoder = d,
-                        other => return Err(ParseDtypeError::UnknownGraph(other.to_string())),
+                    match Graph::from_key(k.trim()) {
+                        Some(Graph::VisionEncoder) => sel.vision = d,
+                        Some(Graph::EmbedTokens) => sel.embed = d,
+                        Some(Graph::Decoder) => sel.decoder = d,
+                        None => return Err(ParseDtypeError::UnknownGraph(k.trim().to_string())),
                     }
                 }
             }
