@@ -67,6 +67,9 @@ enum Command {
     Status(cmd::status::StatusArgs),
     /// Combine the outputs and state of `--shard` runs into one result set.
     Merge(cmd::merge::MergeArgs),
+    /// Measure budgets × dtypes on your documents: accuracy against a truth, pages/s, latency,
+    /// memory; the Pareto-optimal cells (bench.json, bench.csv, bench.html).
+    Bench(Box<cmd::bench::BenchArgs>),
     /// Run Gemma 4 on one image and a prompt: a quick check of a model directory.
     Generate(Box<settings::GenerateArgs>),
     /// Internal: a PDFium worker process driven by the pipeline over stdin/stdout.
@@ -91,6 +94,7 @@ fn main() -> ExitCode {
         Command::Watch(args) => cmd::watch::run(&global, *args),
         Command::Status(args) => cmd::status::run(&global, args),
         Command::Merge(args) => cmd::merge::run(&global, args),
+        Command::Bench(args) => cmd::bench::run(&global, *args),
         Command::Generate(args) => cmd::generate::run(&global, *args),
         Command::PdfWorker(args) => cmd::render::pdf_worker(args),
     };

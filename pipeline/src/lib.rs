@@ -7,9 +7,11 @@
 //! * [`run::run`]: the stages (render → preprocess → vision → generate → export) over a batch.
 //! * [`job::Job`]: plans a batch against the state store, runs it, marks each document.
 //! * [`record`]: the document records, built in one place.
+//! * [`bench`]: `quire bench`, the budget × dtype grid scored against a truth.
 //! * [`settings`]: the settings of the commands (flags, `QUIRE_*` variables, config file) and
 //!   the job they open.
 
+pub mod bench;
 pub mod error;
 pub mod images;
 pub mod job;
