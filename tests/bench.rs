@@ -90,7 +90,13 @@ fn bench_args<'a>(f: &'a Fixture, out: &'a str, extra: &[&'a str]) -> Vec<&'a st
         "--workers",
         "2",
     ];
-    args.extend_from_slice(extra);
+    // A flag of `extra` replaces the default's value.
+    for pair in extra.chunks(2) {
+        match args.iter().position(|a| *a == pair[0]) {
+            Some(at) if pair.len() == 2 => args[at + 1] = pair[1],
+            _ => args.extend_from_slice(pair),
+        }
+    }
     args
 }
 
@@ -202,7 +208,12 @@ fn bench_runs_the_grid_and_writes_json_csv_and_html() {
         "{}",
         rows[0]
     );
-    assert!(rows[1].starts_with("b70 q4,vision=fp32,"), "{}", rows[1]);
+    // A label with a comma is quoted.
+    assert!(
+        rows[1].starts_with("\"b70 q4,vision=fp32\",grid,70,\"q4,vision=fp32\",0,3,0,3,2,"),
+        "{}",
+        rows[1]
+    );
 
     let html = std::fs::read_to_string(out.join("bench.html")).unwrap();
     assert!(html.starts_with("<!DOCTYPE html>"));
@@ -439,9 +450,16 @@ fn bad_grids_truths_and_folders_are_refused_before_any_cell_runs() {
             std::fs::copy(&entry, partial.join(rel)).unwrap();
         }
     }
-    let mut args = bench_args(&f, out_str, &["--dtypes", "fp32,fp16"]);
-    let at = args.iter().position(|a| *a == "--model").unwrap();
-    args[at + 1] = partial.to_str().unwrap();
+    let args = bench_args(
+        &f,
+        out_str,
+        &[
+            "--dtypes",
+            "fp32,fp16",
+            "--model",
+            partial.to_str().unwrap(),
+        ],
+    );
     refused(args, &[], "vision_encoder_fp16.onnx");
     assert!(!out.exists(), "nothing written");
 
