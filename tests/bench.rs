@@ -473,7 +473,21 @@ fn bad_grids_truths_and_folders_are_refused_before_any_cell_runs() {
         &[],
         &format!("{}:2: not a truth line", f.truth.display()),
     );
-    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(&f.truth, "{\"source\": \"receipt.jpg\", \"data\": {}}\n").unwrap();
+    // Settings only the cell's `quire run` can check (the schema against the token limit,
+    // with the tokenizer): the first cell's refusal stops the bench.
+    refused(
+        bench_args(
+            &f,
+            out_str,
+            &["--dtypes", "fp32,fp16", "--max-new-tokens", "4"],
+        ),
+        &[],
+        "the first cell (b70 fp32) could not run",
+    );
+    let log = std::fs::read_to_string(out.join("b70-fp32.log")).unwrap();
+    assert!(log.contains("max_new_tokens = 4"), "{log}");
+    assert!(!out.join("b70-fp16").exists(), "no second cell");
     std::fs::write(out.join("old.txt"), "x").unwrap();
     refused(
         bench_args(&f, out_str, &["--dtypes", "fp32"]),

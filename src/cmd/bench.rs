@@ -132,6 +132,12 @@ pub fn run(global: &super::Global, args: BenchArgs) -> anyhow::Result<u8> {
         eprintln!("cell {}/{}: {} ...", i + 1, cells.len(), spec.label());
         let outcome = grid::run_cell(&command, spec, &bench_dir, truth.as_ref())?;
         eprintln!("  {}", one_line(&outcome.report));
+        // The first cell refused by its `quire run` (exit 2: settings, schema, model): every
+        // cell would be, so the bench stops with its error.
+        if i == 0 && outcome.report.exit_code == Some(i32::from(crate::exit::USAGE)) {
+            let why = outcome.report.errors.first().cloned().unwrap_or_default();
+            bail!("the first cell ({}) could not run: {why}", spec.label());
+        }
         outcomes.push((spec.clone(), outcome));
     }
     let compare_row = match &endpoint {
@@ -323,11 +329,11 @@ fn print_table(report: &BenchReport) -> anyhow::Result<()> {
     }
     for a in &report.agreement {
         outln!(
-            "agreement b{} {} vs {}: {:.3} ({} of {} fields; {} of {} documents identical)",
+            "agreement b{} {} vs {}: {} ({} of {} fields; {} of {} documents identical)",
             a.budget,
             a.a,
             a.b,
-            a.rate,
+            num(a.rate, 3),
             a.counts.same,
             a.counts.total,
             a.counts.identical_documents,

@@ -440,7 +440,7 @@ mod tests {
         assert_eq!(rows.len(), 1, "only the two cells of budget 70 pair");
         assert_eq!((rows[0].a.as_str(), rows[0].b.as_str()), ("fp32", "q4"));
         assert_eq!((rows[0].counts.same, rows[0].counts.total), (1, 2));
-        assert_eq!(rows[0].rate, 0.5);
+        assert_eq!(rows[0].rate, Some(0.5));
     }
 
     #[test]

@@ -245,8 +245,9 @@ impl Agreement {
         self.identical_documents += u64::from(counts.edits == 0);
     }
 
-    pub fn rate(&self) -> f64 {
-        ratio(self.same, self.total)
+    /// `None` when neither had anything to compare.
+    pub fn rate(&self) -> Option<f64> {
+        (self.total > 0).then(|| self.same as f64 / self.total as f64)
     }
 }
 
@@ -442,6 +443,7 @@ mod tests {
                 documents: 2
             }
         );
-        assert_eq!(a.rate(), 0.5);
+        assert_eq!(a.rate(), Some(0.5));
+        assert_eq!(Agreement::default().rate(), None);
     }
 }

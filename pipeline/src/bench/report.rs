@@ -71,7 +71,8 @@ pub struct AgreementRow {
     pub b: String,
     #[serde(flatten)]
     pub counts: Agreement,
-    pub rate: f64,
+    /// `null` when no document of the budget had an output in both.
+    pub rate: Option<f64>,
 }
 
 /// The CSV columns, in order.
@@ -197,7 +198,7 @@ impl BenchReport {
         } else {
             "accuracy (1 - CER)"
         };
-        let max_x = points.iter().map(|p| p.1).fold(0.0, f64::max).max(1e-3) * 1.2;
+        let max_x = points.iter().map(|p| p.1).fold(0.0, f64::max).max(1e-3) * 1.35;
         let mut chart = ChartBuilder::on(root)
             .caption(
                 format!("{}: {accuracy} vs pages/s", self.model),
@@ -227,7 +228,10 @@ impl BenchReport {
             .collect();
         frontier.sort_by(|a, b| a.0.total_cmp(&b.0));
         chart.draw_series(LineSeries::new(frontier, RED.stroke_width(2)))?;
-        for (cell, x, y) in &points {
+        // Labels alternate between two heights above their points: cells of equal accuracy
+        // sit in a row.
+        for (i, (cell, x, y)) in points.iter().enumerate() {
+            let dy = if i % 2 == 0 { -16 } else { -30 };
             let colour = if cell.kind == "compare" {
                 GREEN.filled()
             } else if cell.pareto {
@@ -242,7 +246,7 @@ impl BenchReport {
             }
             chart.draw_series(std::iter::once(
                 EmptyElement::at((*x, *y))
-                    + Text::new(cell.label.clone(), (8, -14), ("sans-serif", 13)),
+                    + Text::new(cell.label.clone(), (6, dy), ("sans-serif", 12)),
             ))?;
         }
         Ok(())
@@ -293,11 +297,11 @@ impl BenchReport {
             None => "–".into(),
         };
         for c in &self.cells {
-            let _ = write!(
+            let _ = writeln!(
                 h,
                 "<tr{}><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
                  <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-                 <td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+                 <td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 if c.pareto { " class=\"pareto\"" } else { "" },
                 esc(&c.label),
                 c.documents,
@@ -329,11 +333,11 @@ impl BenchReport {
             for a in &self.agreement {
                 let _ = writeln!(
                     h,
-                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.3} ({}/{})</td><td>{}/{}</td></tr>",
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{} ({}/{})</td><td>{}/{}</td></tr>",
                     a.budget,
                     esc(&a.a),
                     esc(&a.b),
-                    a.rate,
+                    a.rate.map_or_else(|| "–".into(), |r| format!("{r:.3}")),
                     a.counts.same,
                     a.counts.total,
                     a.counts.identical_documents,
