@@ -1,6 +1,6 @@
 //! `quire bench` end to end with the tiny random-weight model: the grid's three files with the
 //! expected cells and columns, scores that do not depend on what the random model writes (a
-//! schema whose `kind` can only be right and whose `total` the truth puts out of range),
+//! schema whose `doc_type` can only be right and whose `total` the truth puts out of range),
 //! `--compare` against a stub OpenAI-compatible server on 127.0.0.1 that checks each request
 //! and answers known values, and bad settings refused before any cell runs.
 
@@ -28,15 +28,15 @@ fn quire(args: &[&str], env: &[(&str, &str)]) -> Output {
     out
 }
 
-/// `kind` has one allowed value, so every extraction gets it right; `total` is a number in
+/// `doc_type` has one allowed value, so every extraction gets it right; `total` is a number in
 /// 0..=1000 that the truth sets to -1 (scanned, receipt) so no extraction gets it right.
 const SCHEMA: &str = r#"{
   "type": "object",
   "properties": {
-    "kind": {"type": "string", "enum": ["invoice"]},
+    "doc_type": {"type": "string", "enum": ["invoice"]},
     "total": {"type": "number", "minimum": 0, "maximum": 1000, "multipleOf": 0.01}
   },
-  "required": ["kind", "total"],
+  "required": ["doc_type", "total"],
   "additionalProperties": false
 }"#;
 
@@ -111,8 +111,8 @@ fn bench_runs_the_grid_and_writes_json_csv_and_html() {
         &["scanned.pdf", "receipt.jpg", "square.png"],
         &[
             // Case and whitespace differ from the model's "invoice": equal after folding.
-            json!({"source": "scanned.pdf", "data": {"kind": " INVOICE ", "total": -1}}),
-            json!({"source": "receipt.jpg", "data": {"kind": "invoice", "total": "-1.00"}}),
+            json!({"source": "scanned.pdf", "data": {"doc_type": " INVOICE ", "total": -1}}),
+            json!({"source": "receipt.jpg", "data": {"doc_type": "invoice", "total": "-1.00"}}),
             // square.png has no truth: processed and timed, not scored.
         ],
     );
@@ -135,14 +135,14 @@ fn bench_runs_the_grid_and_writes_json_csv_and_html() {
     assert_eq!(labels, ["b70 fp32", "b70 q4,vision=fp32"]);
     for (cell, folder) in cells.iter().zip(["b70-fp32", "b70-q4_vision-fp32"]) {
         let label = &cell["label"];
-        assert_eq!(cell["kind"], "grid");
+        assert_eq!(cell["row"], "grid");
         assert_eq!(cell["budget"], 70);
         assert_eq!(cell["exit_code"], 0, "{label}");
         assert_eq!(cell["documents"], 3, "{label}");
         assert_eq!(cell["failed"], 0, "{label}");
         assert_eq!(cell["pages"], 3, "{label}");
         assert_eq!(cell["scored"], 2, "{label}");
-        // Two documents, two leaves each predicted and expected; `kind` always matches,
+        // Two documents, two leaves each predicted and expected; `doc_type` always matches,
         // `total` never: P = R = F1 = 0.5.
         assert_eq!(
             cell["fields"],
@@ -164,7 +164,7 @@ fn bench_runs_the_grid_and_writes_json_csv_and_html() {
         let cell_out = out.join(folder);
         assert_eq!(cell["out"], cell_out.to_str().unwrap());
         let record = read_json(&cell_out.join("scanned.pdf.json"));
-        assert_eq!(record["data"]["kind"], "invoice");
+        assert_eq!(record["data"]["doc_type"], "invoice");
         assert_eq!(record["settings"]["budget"], 70);
         assert!(out.join(format!("{folder}.log")).is_file());
     }
@@ -181,7 +181,7 @@ fn bench_runs_the_grid_and_writes_json_csv_and_html() {
     for (cell, speed) in cells.iter().zip(&speeds) {
         assert_eq!(cell["pareto"], *speed == fastest, "{}", cell["label"]);
     }
-    // Dtype agreement at budget 70: `kind` agrees in all 3 documents, 6 leaves in either.
+    // Dtype agreement at budget 70: `doc_type` agrees in all 3 documents, 6 leaves in either.
     let agreement = report["agreement"].as_array().unwrap();
     assert_eq!(agreement.len(), 1);
     let a = &agreement[0];
@@ -197,7 +197,7 @@ fn bench_runs_the_grid_and_writes_json_csv_and_html() {
     let mut lines = csv.lines();
     assert_eq!(
         lines.next().unwrap(),
-        "label,kind,budget,dtype,exit_code,documents,failed,pages,scored,precision,recall,f1,\
+        "label,row,budget,dtype,exit_code,documents,failed,pages,scored,precision,recall,f1,\
          cer,accuracy,pages_per_s,latency_p50_ms,latency_p95_ms,peak_rss_mib,wall_s,\
          prompt_tokens,generated_tokens,pareto,out,errors"
     );
@@ -292,8 +292,8 @@ fn compare_sends_pages_and_schema_to_the_endpoint_and_scores_its_answers() {
     let f = fixture(
         &["invoice.pdf", "scanned.pdf"],
         &[
-            json!({"source": "invoice.pdf", "data": {"kind": "Invoice", "total": "7,326.81"}}),
-            json!({"source": "scanned.pdf", "data": {"kind": "invoice", "total": 340.2}}),
+            json!({"source": "invoice.pdf", "data": {"doc_type": "Invoice", "total": "7,326.81"}}),
+            json!({"source": "scanned.pdf", "data": {"doc_type": "invoice", "total": 340.2}}),
         ],
     );
     // The invoice's text layer is in its prompt: its answer is right; the scanned one's total
@@ -307,7 +307,7 @@ fn compare_sends_pages_and_schema_to_the_endpoint_and_scores_its_answers() {
         } else {
             1.0
         };
-        let content = json!({"kind": "invoice", "total": total}).to_string();
+        let content = json!({"doc_type": "invoice", "total": total}).to_string();
         json!({
             "choices": [{"message": {"role": "assistant", "content": content}}],
             "usage": {"prompt_tokens": 100, "completion_tokens": 10}
@@ -381,7 +381,7 @@ fn compare_sends_pages_and_schema_to_the_endpoint_and_scores_its_answers() {
     assert_eq!(cells.len(), 2);
     let reference = &cells[1];
     assert_eq!(reference["label"], "ref-model");
-    assert_eq!(reference["kind"], "compare");
+    assert_eq!(reference["row"], "compare");
     assert_eq!(reference["documents"], 2);
     assert_eq!(reference["pages"], 4);
     assert_eq!(reference["scored"], 2);

@@ -5,7 +5,7 @@
 use super::cell::{self, CellError, ChildRun};
 use super::compare::Answer;
 use super::metrics::{self, Agreement, CharErrors, FieldCounts};
-use super::report::{AgreementRow, BenchReport, CellReport};
+use super::report::{AgreementRow, BenchReport, CellReport, RowKind};
 use super::truth::Truth;
 use crate::settings::JobSettingsArgs;
 use crate::state::StateStore;
@@ -133,7 +133,7 @@ pub fn run_cell(
     )?;
     let mut report = CellReport {
         label: spec.label(),
-        kind: "grid".into(),
+        row: RowKind::Grid,
         budget: Some(spec.budget.soft_tokens()),
         dtype: Some(spec.dtype.clone()),
         out: Some(out.display().to_string()),
@@ -213,7 +213,7 @@ pub fn compare_row(
 ) -> CellReport {
     let mut report = CellReport {
         label: label.to_string(),
-        kind: "compare".into(),
+        row: RowKind::Compare,
         ..CellReport::default()
     };
     let mut latencies = Vec::new();
@@ -261,8 +261,8 @@ pub fn compare_row(
 pub fn mark_pareto(cells: &mut [CellReport]) {
     let points: Vec<Option<(f64, f64)>> = cells
         .iter()
-        .map(|c| match (c.kind.as_str(), c.accuracy, c.pages_per_s) {
-            ("grid", Some(a), Some(p)) => Some((a, p)),
+        .map(|c| match (c.row, c.accuracy, c.pages_per_s) {
+            (RowKind::Grid, Some(a), Some(p)) => Some((a, p)),
             _ => None,
         })
         .collect();

@@ -28,8 +28,7 @@ pub struct BenchReport {
 pub struct CellReport {
     /// `b70 fp32`, or the reference model's name.
     pub label: String,
-    /// `grid` or `compare`.
-    pub kind: String,
+    pub row: RowKind,
     pub budget: Option<u32>,
     pub dtype: Option<String>,
     /// The cell's output folder (grid cells).
@@ -64,6 +63,26 @@ pub struct CellReport {
     pub errors: Vec<String>,
 }
 
+/// Where a row comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RowKind {
+    /// A cell of the grid: quire at one budget and dtype.
+    #[default]
+    Grid,
+    /// The reference model (`--compare`).
+    Compare,
+}
+
+impl RowKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            RowKind::Grid => "grid",
+            RowKind::Compare => "compare",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AgreementRow {
     pub budget: u32,
@@ -78,7 +97,7 @@ pub struct AgreementRow {
 /// The CSV columns, in order.
 pub const CSV_COLUMNS: [&str; 24] = [
     "label",
-    "kind",
+    "row",
     "budget",
     "dtype",
     "exit_code",
@@ -141,7 +160,7 @@ impl BenchReport {
             let opt = |v: Option<f64>| v.map(|v| format!("{v:.4}")).unwrap_or_default();
             let row = [
                 c.label.clone(),
-                c.kind.clone(),
+                c.row.name().to_string(),
                 c.budget.map(|b| b.to_string()).unwrap_or_default(),
                 c.dtype.clone().unwrap_or_default(),
                 c.exit_code.map(|e| e.to_string()).unwrap_or_default(),
@@ -232,14 +251,14 @@ impl BenchReport {
         // sit in a row.
         for (i, (cell, x, y)) in points.iter().enumerate() {
             let dy = if i % 2 == 0 { -16 } else { -30 };
-            let colour = if cell.kind == "compare" {
+            let colour = if cell.row == RowKind::Compare {
                 GREEN.filled()
             } else if cell.pareto {
                 RED.filled()
             } else {
                 BLUE.stroke_width(2)
             };
-            if cell.kind == "compare" {
+            if cell.row == RowKind::Compare {
                 chart.draw_series(std::iter::once(TriangleMarker::new((*x, *y), 7, colour)))?;
             } else {
                 chart.draw_series(std::iter::once(Circle::new((*x, *y), 5, colour)))?;
