@@ -23,6 +23,8 @@ from reportlab.lib.pagesizes import A4, landscape
 from reportlab.lib.utils import ImageReader
 from reportlab.pdfgen import canvas
 
+from truth_jsonl import write_truth_jsonl
+
 HERE = Path(__file__).resolve().parent
 MALFORMED = HERE / "malformed"
 PASSWORD = "quire-sample"
@@ -440,6 +442,7 @@ def main():
     }
     truth["password"] = PASSWORD
     (HERE / "ground_truth.json").write_text(json.dumps(truth, indent=2, ensure_ascii=False) + "\n")
+    write_truth_jsonl(truth)
 
 
 if __name__ == "__main__":

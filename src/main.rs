@@ -67,6 +67,9 @@ enum Command {
     Status(cmd::status::StatusArgs),
     /// Combine the outputs and state of `--shard` runs into one result set.
     Merge(cmd::merge::MergeArgs),
+    /// Measure budgets × dtypes on your documents: accuracy against a truth, pages/s, latency,
+    /// memory; the Pareto-optimal cells (bench.json, bench.csv, bench.html).
+    Bench(Box<cmd::bench::BenchArgs>),
     /// Run Gemma 4 on one image and a prompt: a quick check of a model directory.
     Generate(Box<settings::GenerateArgs>),
     /// Print the completion script of a shell (bash, zsh, fish, elvish, powershell).
@@ -97,6 +100,7 @@ fn main() -> ExitCode {
         Command::Watch(args) => cmd::watch::run(&global, *args),
         Command::Status(args) => cmd::status::run(&global, args),
         Command::Merge(args) => cmd::merge::run(&global, args),
+        Command::Bench(args) => cmd::bench::run(&global, *args),
         Command::Generate(args) => cmd::generate::run(&global, *args),
         Command::Completions(args) => cmd::completions::completions(args, Cli::command()),
         Command::Man(args) => cmd::completions::man(args, Cli::command()),

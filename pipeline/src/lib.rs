@@ -8,9 +8,11 @@
 //! * [`job::Job`]: plans a batch against the state store, runs it, marks each document.
 //! * [`record`]: the document records, built in one place.
 //! * [`text_layer`]: a PDF page's text with its characters' boxes: where a value is on the page.
+//! * [`bench`]: `quire bench`, the budget × dtype grid scored against a truth.
 //! * [`settings`]: the settings of the commands (flags, `QUIRE_*` variables, config file) and
 //!   the job they open.
 
+pub mod bench;
 pub mod error;
 pub mod images;
 pub mod job;
