@@ -62,7 +62,9 @@ impl Provider {
         matches!(self, Provider::Cuda | Provider::TensorRt)
     }
 
-    fn dispatch(self) -> Result<ExecutionProviderDispatch, EpError> {
+    /// `device_id`: the GPU ordinal, for the providers that take one (CUDA, TensorRT, DirectML).
+    fn dispatch(self, device_id: i32) -> Result<ExecutionProviderDispatch, EpError> {
+        let _ = device_id; // unused when no GPU provider is compiled in
         if !self.compiled_in() {
             return Err(EpError::NotCompiled {
                 provider: self.name(),
@@ -72,13 +74,17 @@ impl Provider {
         Ok(match self {
             Provider::Cpu => ort::ep::CPU::default().build(),
             #[cfg(feature = "cuda")]
-            Provider::Cuda => ort::ep::CUDA::default().build(),
+            Provider::Cuda => ort::ep::CUDA::default().with_device_id(device_id).build(),
             #[cfg(feature = "tensorrt")]
-            Provider::TensorRt => ort::ep::TensorRT::default().build(),
+            Provider::TensorRt => ort::ep::TensorRT::default()
+                .with_device_id(device_id)
+                .build(),
             #[cfg(feature = "coreml")]
             Provider::CoreMl => ort::ep::CoreML::default().build(),
             #[cfg(feature = "directml")]
-            Provider::DirectMl => ort::ep::DirectML::default().build(),
+            Provider::DirectMl => ort::ep::DirectML::default()
+                .with_device_id(device_id)
+                .build(),
             #[cfg(feature = "openvino")]
             Provider::OpenVino => ort::ep::OpenVINO::default().build(),
             #[allow(unreachable_patterns)]
@@ -136,6 +142,9 @@ pub struct EpConfig {
     pub providers: Vec<Provider>,
     /// Skip a provider that fails to register (logged and reported) instead of failing.
     pub fallback: bool,
+    /// The GPU ordinal (`--device-id`) for CUDA, TensorRT and DirectML, and for the decoder's
+    /// device-resident KV cache.
+    pub device_id: i32,
 }
 
 impl Default for EpConfig {
@@ -143,6 +152,7 @@ impl Default for EpConfig {
         EpConfig {
             providers: vec![Provider::Cpu],
             fallback: false,
+            device_id: 0,
         }
     }
 }
@@ -161,7 +171,7 @@ impl EpConfig {
     pub fn check_compiled(&self) -> Result<(), EpError> {
         for p in &self.providers {
             if !p.compiled_in() {
-                p.dispatch()?;
+                p.dispatch(self.device_id)?;
             }
         }
         Ok(())
@@ -175,7 +185,7 @@ impl EpConfig {
     pub fn register(&self, builder: &mut SessionBuilder) -> Result<EpReport, EpError> {
         let mut report = EpReport::default();
         for &p in &self.providers {
-            let dispatch = match p.dispatch() {
+            let dispatch = match p.dispatch(self.device_id) {
                 Ok(d) => d,
                 Err(e) if self.fallback => {
                     tracing::warn!("{e}; skipping it");
@@ -281,7 +291,7 @@ mod tests {
         if !cfg!(feature = "openvino") {
             let cfg = EpConfig {
                 providers: vec![Provider::OpenVino],
-                fallback: false,
+                ..Default::default()
             };
             let err = cfg.check_compiled().unwrap_err().to_string();
             assert!(err.contains("--features openvino"), "{err}");
