@@ -5,13 +5,21 @@
 //! an ONNX Runtime IoBinding whose `present.*` outputs are bound to the memory of the session's
 //! provider (GPU memory for CUDA/TensorRT/DirectML, host memory otherwise) and fed back as the
 //! next step's `past_key_values.*` as they are, so the cache never crosses to the host between
-//! steps. Only `logits` is bound to host memory (the last position per row when the graph takes
-//! `num_logits_to_keep`), beside the small host inputs (embeddings, mask, positions). With a
-//! plain `Session::run` (`device_resident = false`, kept for comparison) every output comes back
-//! in host memory, so on a GPU the whole cache is copied down and up again every step; on the
-//! CPU provider both paths do the same work.
+//! steps. A decode step's embeddings come from `embed_tokens` bound to the same memory. What
+//! crosses per step: the next ids, mask and positions up, and `logits` down (bound to host
+//! memory; one row per sequence when the graph takes `num_logits_to_keep`, else prefill brings
+//! every position's row down once and the last is kept). Still copied: joins and leaves build
+//! a new cache (rows selected, columns padded or trimmed; through the host when it lives on a
+//! device, once per join or leave, see `tensors.rs`), and prefill embeddings, which are merged
+//! with image features on the host.
+//!
+//! Always on: it is correct on every provider and, on the CPU provider, does the same work as
+//! a plain `Session::run` (outputs land in host memory either way; the bench `model` measures
+//! both). Plain `Session::run` (`device_resident = false`) is kept for comparison: on a GPU it
+//! copies every output, the whole cache included, to the host each step and back the next.
 
 use super::config::ModelConfig;
+use super::embed_tokens::EmbedTokens;
 use super::error::{ort_err, Error};
 use super::tensors::{float_tensor, i64_tensor, select_kv, to_f32};
 use crate::ep::Provider;
@@ -210,13 +218,45 @@ impl Decoder {
         })
     }
 
+    /// Host embeddings (`[batch · seq · hidden]`, `[batch · seq · layers · per-layer]`) as the
+    /// values [`Decoder::step`] takes, in the graph's float types.
+    pub fn host_embeddings(
+        &self,
+        embeds: Vec<f32>,
+        ple: Vec<f32>,
+        batch: usize,
+        seq: usize,
+    ) -> Result<(DynValue, DynValue), Error> {
+        debug_assert_eq!(embeds.len(), batch * seq * self.hidden);
+        Ok((
+            float_tensor(self.embeds_ty, vec![batch, seq, self.hidden], embeds)?,
+            float_tensor(
+                self.ple_ty,
+                vec![batch, seq, self.ple_shape.0, self.ple_shape.1],
+                ple,
+            )?,
+        ))
+    }
+
+    /// Whether `embed_tokens`' outputs can be fed to this graph as they are (same float types),
+    /// so a device-resident step can leave them in the provider's memory.
+    pub fn takes_embeddings_of(&self, embed: &EmbedTokens) -> bool {
+        embed.out_ty == self.embeds_ty && embed.ple_ty == self.ple_ty
+    }
+
+    /// Where device-resident steps keep the cache (and their embeddings).
+    pub fn kv_memory(&self) -> &MemoryInfo<'static> {
+        &self.kv_memory
+    }
+
     /// Runs one step over `seq` new positions per row and returns the last position's logits
-    /// per row (`[batch · vocab]`). `mask` is `[batch, past_len + seq]`.
+    /// per row (`[batch · vocab]`). `embeds`/`ple` come from [`Decoder::host_embeddings`] or
+    /// [`EmbedTokens::run_bound`]; `mask` is `[batch, past_len + seq]`.
     #[allow(clippy::too_many_arguments)]
     pub fn step(
         &mut self,
-        embeds: Vec<f32>,
-        ple: Vec<f32>,
+        embeds: DynValue,
+        ple: DynValue,
         seq: usize,
         mask: Vec<i64>,
         positions: Vec<i64>,
@@ -224,21 +264,10 @@ impl Decoder {
     ) -> Result<Vec<f32>, Error> {
         let b = cache.batch;
         let total = cache.past_len + seq;
-        debug_assert_eq!(embeds.len(), b * seq * self.hidden);
         debug_assert_eq!(mask.len(), b * total);
         let mut inputs: Vec<(Cow<'static, str>, DynValue)> = vec![
-            (
-                "inputs_embeds".into(),
-                float_tensor(self.embeds_ty, vec![b, seq, self.hidden], embeds)?,
-            ),
-            (
-                "per_layer_inputs".into(),
-                float_tensor(
-                    self.ple_ty,
-                    vec![b, seq, self.ple_shape.0, self.ple_shape.1],
-                    ple,
-                )?,
-            ),
+            ("inputs_embeds".into(), embeds),
+            ("per_layer_inputs".into(), ple),
             ("attention_mask".into(), i64_tensor(vec![b, total], mask)?),
             ("position_ids".into(), i64_tensor(vec![b, seq], positions)?),
         ];
@@ -284,8 +313,12 @@ impl Decoder {
         cache.values = presents.into_iter().map(|p| p.expect("checked")).collect();
         cache.past_len = total;
         let (shape, data) = to_f32(&logits, "logits")?;
-        // [B, kept, V]: take the last kept position of each row.
+        // [B, kept, V]: take the last kept position of each row (all of it when one is kept, as
+        // with `num_logits_to_keep` and in every decode step).
         let (kept, v) = (shape[1], shape[2]);
+        if kept == 1 {
+            return Ok(data);
+        }
         let mut last = Vec::with_capacity(b * v);
         for r in 0..b {
             let off = (r * kept + kept - 1) * v;
