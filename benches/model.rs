@@ -196,7 +196,7 @@ fn decode_paths(m: &mut Gemma4, img: &Rgb8, n: usize) {
             if v.is_empty() {
                 "n/a".to_string()
             } else {
-                format!("{:.0}", median(v.clone()))
+                format!("{:.1}", median(v.clone()))
             }
         };
         let (host, bound) = (median(secs[0].clone()), median(secs[1].clone()));
