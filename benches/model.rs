@@ -8,10 +8,13 @@
 //! * `QUIRE_BENCH_BUDGETS=70,140,280` — budgets for the big tower (default 70,140,280; 560 and
 //!   1120 take minutes per image on 2 cores).
 //! * `QUIRE_BENCH_RUNS=N` — timed runs per point (median reported; default 5, 2 for the big tower).
+//!
+//! The decode-path table compares device-resident decoding (IoBinding, the default) with the
+//! plain `Session::run` loop: decode steps only, both paths alternating, medians of the runs.
 
 use quire_onnx::gemma4::{
-    Budget, Gemma4, GenerateOptions, LoadOptions, Message, NoProcessor, ProcessedImage, Request,
-    Rgb8,
+    Admission, BatchLimits, Budget, DecodeBatch, Gemma4, GenerateOptions, LoadOptions, Message,
+    NewSequence, NoProcessor, ProcessedImage, Request, Rgb8,
 };
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -104,6 +107,110 @@ fn decode(m: &mut Gemma4, img: &Rgb8, n: usize) {
     }
 }
 
+/// Minor page faults of this process so far (field 10 of `/proc/self/stat`; Linux only).
+fn minor_faults() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let after_comm = &stat[stat.rfind(')')? + 2..];
+    after_comm.split(' ').nth(7)?.parse().ok()
+}
+
+/// Decode steps only (prefill excluded) of one batch: mean seconds and minor faults per step.
+fn decode_steps(m: &mut Gemma4, reqs: &[Request], opts: &GenerateOptions) -> (f64, Option<f64>) {
+    let mut batch = DecodeBatch::new(m, opts, BatchLimits::UNBOUNDED);
+    let group: Vec<NewSequence> = reqs
+        .iter()
+        .enumerate()
+        .map(|(i, request)| NewSequence {
+            id: i,
+            stream: i,
+            request,
+        })
+        .collect();
+    match batch.admit(m, &group, &mut NoProcessor).unwrap() {
+        Admission::Joined(_) => {}
+        Admission::Refused => unreachable!("an empty batch takes any group"),
+    }
+    let faults = minor_faults();
+    let t = Instant::now();
+    let mut steps = 0;
+    while !batch.is_empty() {
+        batch.step(m, &mut NoProcessor).unwrap();
+        steps += 1;
+    }
+    let secs = t.elapsed().as_secs_f64() / steps as f64;
+    let faults = faults
+        .zip(minor_faults())
+        .map(|(a, b)| (b - a) as f64 / steps as f64);
+    (secs, faults)
+}
+
+/// The decode loop through IoBinding with the cache left where the session put it (the
+/// default) against plain `Session::run` (every output in host memory), alternating.
+fn decode_paths(m: &mut Gemma4, img: &Rgb8, n: usize) {
+    println!(
+        "\ntiny model: decode path, image prompt at budget 70, 32 new tokens, {n} runs per point, alternating"
+    );
+    println!("| batch | host run ms/step | bound ms/step | ratio | host minor faults/step | bound minor faults/step |");
+    println!("|---|---|---|---|---|---|");
+    let p = m
+        .preprocess(img, Some(Budget::try_from(70).unwrap()))
+        .unwrap();
+    let ids = m
+        .prompt_ids(
+            &[Message::user_with_images(1, "Describe this image.")],
+            &[&p],
+            false,
+        )
+        .unwrap();
+    let feats = m.encode_images(&[&p]).unwrap();
+    let opts = GenerateOptions {
+        max_new_tokens: 32,
+        stop_ids: Some(vec![]),
+        ..Default::default()
+    };
+    for batch in [1usize, 4, 16] {
+        let reqs: Vec<Request> = (0..batch)
+            .map(|_| Request {
+                input_ids: ids.clone(),
+                images: vec![],
+                image_features: Some(feats.clone()),
+            })
+            .collect();
+        // [host, bound]: seconds and faults per step, per run.
+        let mut secs = [Vec::new(), Vec::new()];
+        let mut faults = [Vec::new(), Vec::new()];
+        for run in 0..=n {
+            let order = if run % 2 == 0 { [0, 1] } else { [1, 0] };
+            for path in order {
+                m.decoder.device_resident = path == 1;
+                let (s, f) = decode_steps(m, &reqs, &opts);
+                if run > 0 {
+                    // run 0 warms both paths up
+                    secs[path].push(s);
+                    faults[path].extend(f);
+                }
+            }
+        }
+        m.decoder.device_resident = true;
+        let fault_cell = |v: &Vec<f64>| {
+            if v.is_empty() {
+                "n/a".to_string()
+            } else {
+                format!("{:.1}", median(v.clone()))
+            }
+        };
+        let (host, bound) = (median(secs[0].clone()), median(secs[1].clone()));
+        println!(
+            "| {batch} | {:.3} | {:.3} | {:.2} | {} | {} |",
+            host * 1e3,
+            bound * 1e3,
+            bound / host,
+            fault_cell(&faults[0]),
+            fault_cell(&faults[1])
+        );
+    }
+}
+
 fn main() {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let prov = quire_onnx::provision::Provisioner::from_env(false);
@@ -125,6 +232,7 @@ fn main() {
     let all: Vec<Budget> = Budget::all().collect();
     vision_per_budget(&mut m, &img, &all, runs(5), "tiny model");
     decode(&mut m, &img, runs(5));
+    decode_paths(&mut m, &img, runs(5));
 
     if let Ok(dir) = std::env::var("QUIRE_BIG_VISION") {
         let budgets: Vec<Budget> = std::env::var("QUIRE_BENCH_BUDGETS")

@@ -190,14 +190,14 @@ impl Exporter {
         for record in records {
             let Some(data) = &record.data else { continue };
             for (field, f) in record.fields_below(threshold) {
-                let line = serde_json::json!({
-                    "source": record.source,
-                    "field": field,
-                    "value": data.pointer(field),
-                    "confidence": f.confidence,
-                    "page": f.page,
-                    "box": f.bbox,
-                });
+                let line = ReviewLine {
+                    source: &record.source,
+                    field,
+                    value: data.pointer(field),
+                    confidence: f.confidence,
+                    page: f.page,
+                    bbox: f.bbox,
+                };
                 serde_json::to_writer(&mut bytes, &line).expect("values serialize");
                 bytes.push(b'\n');
                 lines += 1;
@@ -214,6 +214,18 @@ impl Exporter {
             error,
         })
     }
+}
+
+/// One line of `review.jsonl`.
+#[derive(serde::Serialize)]
+struct ReviewLine<'a> {
+    source: &'a str,
+    field: &'a str,
+    value: Option<&'a Value>,
+    confidence: f64,
+    page: Option<u32>,
+    #[serde(rename = "box")]
+    bbox: Option<[f32; 4]>,
 }
 
 /// The per-document JSON: pretty, schema key order kept, newline-terminated.
@@ -317,6 +329,7 @@ mod tests {
                 fingerprint: String::new(),
             },
             data,
+            fields: Default::default(),
             text: Some("# Page 1".into()),
             pages: vec![],
             tokens: TokenCounts::default(),
@@ -432,5 +445,31 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, ["a.pdf.json", "a.pdf.md"], "no temporaries left");
+    }
+
+    #[test]
+    fn review_lists_the_values_below_the_threshold() {
+        let dir = tempfile::tempdir().unwrap();
+        let field = |confidence, page| FieldRecord {
+            confidence,
+            mean_probability: confidence,
+            page,
+            bbox: Some([72.0, 697.5, 153.4, 708.6]),
+            alternatives: Vec::new(),
+        };
+        let mut sure = record("a.pdf", Some(serde_json::json!({"n": "A-1", "t": 3})), None);
+        sure.fields.insert("/n".into(), field(0.95, Some(0)));
+        sure.fields.insert("/t".into(), field(0.42, Some(1)));
+        let mut failed = record("b.pdf", None, None);
+        failed.fields.insert("/n".into(), field(0.1, None));
+        let exporter = Exporter::new(dir.path(), &[Format::Json], 0o600, None).unwrap();
+        let lines = exporter.write_review(&[sure, failed], 0.8).unwrap();
+        assert_eq!(lines, 1);
+        let text = std::fs::read_to_string(dir.path().join(REVIEW_NAME)).unwrap();
+        assert_eq!(
+            text,
+            "{\"source\":\"a.pdf\",\"field\":\"/t\",\"value\":3,\"confidence\":0.42,\
+             \"page\":1,\"box\":[72.0,697.5,153.4,708.6]}\n"
+        );
     }
 }

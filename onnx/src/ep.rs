@@ -73,13 +73,18 @@ impl Provider {
         available.unwrap_or(false)
     }
 
-    fn dispatch(self) -> ExecutionProviderDispatch {
+    /// `device_id`: the GPU ordinal, for the providers that take one (CUDA, TensorRT, DirectML).
+    fn dispatch(self, device_id: i32) -> ExecutionProviderDispatch {
         match self {
             Provider::Cpu => ort::ep::CPU::default().build(),
-            Provider::Cuda => ort::ep::CUDA::default().build(),
-            Provider::TensorRt => ort::ep::TensorRT::default().build(),
+            Provider::Cuda => ort::ep::CUDA::default().with_device_id(device_id).build(),
+            Provider::TensorRt => ort::ep::TensorRT::default()
+                .with_device_id(device_id)
+                .build(),
             Provider::CoreMl => ort::ep::CoreML::default().build(),
-            Provider::DirectMl => ort::ep::DirectML::default().build(),
+            Provider::DirectMl => ort::ep::DirectML::default()
+                .with_device_id(device_id)
+                .build(),
             Provider::OpenVino => ort::ep::OpenVINO::default().build(),
         }
     }
@@ -87,7 +92,11 @@ impl Provider {
     /// Registers this provider alone on a session of a one-node graph and creates it: what a
     /// model session would do, so a missing library (the provider's own, cuBLAS, the driver's
     /// `libcuda.so.1`) or a missing device shows here, once, with ONNX Runtime's reason.
-    pub fn probe(self, env: &ort::environment::Environment) -> Result<(), String> {
+    pub fn probe(
+        self,
+        env: &ort::environment::Environment,
+        device_id: i32,
+    ) -> Result<(), String> {
         if !self.in_library() {
             return Err(format!(
                 "the loaded ONNX Runtime library was not built with {}{}",
@@ -100,7 +109,7 @@ impl Provider {
             ));
         }
         let mut builder = Session::builder(env).map_err(|e| explain(&e.to_string()))?;
-        self.dispatch()
+        self.dispatch(device_id)
             .register(&mut builder)
             .map_err(|e| explain(&e.to_string()))?;
         let session = builder
@@ -186,6 +195,9 @@ pub struct EpConfig {
     pub providers: Vec<Provider>,
     /// Skip a provider that cannot run (a warning says why) instead of failing.
     pub fallback: bool,
+    /// The GPU ordinal (`--device-id`) for CUDA, TensorRT and DirectML, and for the decoder's
+    /// device-resident KV cache.
+    pub device_id: i32,
 }
 
 impl Default for EpConfig {
@@ -193,6 +205,7 @@ impl Default for EpConfig {
         EpConfig {
             providers: vec![Provider::Cpu],
             fallback: false,
+            device_id: 0,
         }
     }
 }
@@ -235,7 +248,7 @@ impl EpConfig {
             if p == Provider::Cpu {
                 continue;
             }
-            if let Err(reason) = p.probe(env) {
+            if let Err(reason) = p.probe(env, self.device_id) {
                 self.skip(p, reason)?;
             }
         }
@@ -247,7 +260,7 @@ impl EpConfig {
     pub fn register(&self, builder: &mut SessionBuilder) -> Result<EpReport, EpError> {
         let mut report = EpReport::default();
         for &p in &self.providers {
-            match p.dispatch().register(builder) {
+            match p.dispatch(self.device_id).register(builder) {
                 Ok(()) => report.registered.push(p),
                 Err(e) if self.fallback => {
                     tracing::warn!("execution provider {p} failed to register, falling back: {e}");
@@ -315,6 +328,7 @@ mod tests {
         let mut strict = EpConfig {
             providers: vec![Provider::Cuda, Provider::Cpu],
             fallback: false,
+            device_id: 0,
         };
         let err = strict.skip(Provider::Cuda, "libcuda.so.1 missing".into());
         assert_eq!(

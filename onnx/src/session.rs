@@ -47,6 +47,8 @@ pub struct LoadedSession {
     pub inputs: Vec<TensorInfo>,
     pub outputs: Vec<TensorInfo>,
     pub providers: EpReport,
+    /// The GPU ordinal the providers were given (`EpConfig::device_id`).
+    pub device_id: i32,
 }
 
 impl LoadedSession {
@@ -75,6 +77,7 @@ impl LoadedSession {
             inputs,
             outputs,
             providers,
+            device_id: eps.device_id,
         })
     }
 

@@ -131,7 +131,7 @@ fn list_providers(env: &quire_onnx::runtime::Environment, gpu: bool) -> anyhow::
         let state = if !p.in_library() {
             "no".to_string()
         } else if gpu && p.needs_gpu_runtime() {
-            match p.probe(env) {
+            match p.probe(env, 0) {
                 Ok(()) => "yes, runs here".to_string(),
                 // The CUDA provider's reason ends the check, said once.
                 Err(reason) if p == Provider::Cuda => {

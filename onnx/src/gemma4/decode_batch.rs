@@ -18,6 +18,7 @@ use super::image_processor::ProcessedImage;
 use super::model::Gemma4;
 use super::sampling::{LogitsProcessor, Sampler};
 use super::tensors::stack_kv_left_padded;
+use ort::value::DynValue;
 use std::borrow::Cow;
 use std::time::Instant;
 
@@ -250,9 +251,7 @@ impl DecodeBatch {
             r.last_pos += 1;
         }
         let positions: Vec<i64> = self.rows.iter().map(|r| r.last_pos).collect();
-        let logits = model
-            .embed
-            .run(next, n, 1)
+        let logits = step_embeddings(model, next, n)
             .and_then(|(embeds, ple)| model.decoder.step(embeds, ple, 1, mask, positions, cache));
         let logits = match logits {
             Ok(l) => l,
@@ -539,9 +538,25 @@ fn prefill(
             embeds[dst..dst + hidden].copy_from_slice(f);
         }
     }
+    let (embeds, ple) = model.decoder.host_embeddings(embeds, ple, b, s)?;
     let mut cache = model.decoder.empty_cache(b)?;
     let logits = model
         .decoder
         .step(embeds, ple, s, mask, positions, &mut cache)?;
     Ok((cache, logits))
+}
+
+/// The embeddings of a decode step's ids (`[rows, 1]`): left in the decoder's memory when
+/// decoding is device-resident and the two graphs' float types agree, else through the host.
+fn step_embeddings(
+    model: &mut Gemma4,
+    ids: Vec<i64>,
+    rows: usize,
+) -> Result<(DynValue, DynValue), Error> {
+    if model.decoder.device_resident && model.decoder.takes_embeddings_of(&model.embed) {
+        let memory = model.decoder.kv_memory().clone();
+        return model.embed.run_bound(ids, rows, 1, &memory);
+    }
+    let (embeds, ple) = model.embed.run(ids, rows, 1)?;
+    model.decoder.host_embeddings(embeds, ple, rows, 1)
 }

@@ -4,7 +4,9 @@ use super::config::{ModelConfig, TextConfig};
 use super::error::{ort_err, Error};
 use super::tensors::{i64_tensor, to_f32};
 use crate::session::{LoadedSession, TensorInfo, FLOATS};
-use ort::value::TensorElementType;
+use ort::memory::MemoryInfo;
+use ort::session::IoBinding;
+use ort::value::{DynValue, TensorElementType};
 
 /// The `inputs_embeds` / `per_layer_inputs` pair that `embed_tokens` produces and the decoder
 /// takes: floats shaped `[B, S, hidden]` and `[B, S, layers, hidden_size_per_layer_input]`.
@@ -32,6 +34,10 @@ pub struct EmbedTokens {
     /// `num_hidden_layers · hidden_size_per_layer_input` values per token.
     pub ple: usize,
     pub out_ty: TensorElementType,
+    /// Element type of `per_layer_inputs`.
+    pub ple_ty: TensorElementType,
+    /// For [`EmbedTokens::run_bound`]; cleared after each run.
+    binding: Option<IoBinding>,
 }
 
 impl EmbedTokens {
@@ -49,12 +55,14 @@ impl EmbedTokens {
         let e = session.require_output("inputs_embeds")?;
         let p = session.require_output("per_layer_inputs")?;
         check_embeddings(&session, e, p, t)?;
-        let out_ty = e.ty;
+        let (out_ty, ple_ty) = (e.ty, p.ty);
         Ok(EmbedTokens {
             session,
             hidden: t.hidden_size,
             ple: t.num_hidden_layers * t.hidden_size_per_layer_input,
             out_ty,
+            ple_ty,
+            binding: None,
         })
     }
 
@@ -75,6 +83,52 @@ impl EmbedTokens {
         let (_, e) = to_f32(&out["inputs_embeds"], "inputs_embeds")?;
         let (_, p) = to_f32(&out["per_layer_inputs"], "per_layer_inputs")?;
         if e.len() != batch * seq * self.hidden || p.len() != batch * seq * self.ple {
+            return Err(Error::contract(
+                &graph,
+                "output sizes do not match [batch, seq, ...] of the config",
+            ));
+        }
+        Ok((e, p))
+    }
+
+    /// `(inputs_embeds, per_layer_inputs)` for ids `[batch, seq]` as values in `memory` (the
+    /// decoder's), for a decode step that feeds them on without the host seeing them.
+    pub fn run_bound(
+        &mut self,
+        ids: Vec<i64>,
+        batch: usize,
+        seq: usize,
+        memory: &MemoryInfo,
+    ) -> Result<(DynValue, DynValue), Error> {
+        let graph = self.session.graph.clone();
+        let ids = i64_tensor(vec![batch, seq], ids)?;
+        let binding = match &mut self.binding {
+            Some(b) => b,
+            None => self.binding.insert(
+                self.session
+                    .session
+                    .create_binding()
+                    .map_err(ort_err(format!("{graph}: binding")))?,
+            ),
+        };
+        let result = (|| {
+            binding.bind_input("input_ids", &ids)?;
+            binding.bind_output_to_device("inputs_embeds", memory)?;
+            binding.bind_output_to_device("per_layer_inputs", memory)?;
+            let mut out = self.session.session.run_binding(binding)?;
+            Ok((out.remove("inputs_embeds"), out.remove("per_layer_inputs")))
+        })();
+        binding.clear();
+        let (Some(e), Some(p)) = result.map_err(ort_err(format!("{graph}: run")))? else {
+            return Err(Error::contract(&graph, "run returned no inputs_embeds"));
+        };
+        let rows = |v: &DynValue, per: usize| {
+            v.dtype()
+                .tensor_shape()
+                .map(|s| s.iter().product::<i64>() as usize)
+                == Some(batch * seq * per)
+        };
+        if !rows(&e, self.hidden) || !rows(&p, self.ple) {
             return Err(Error::contract(
                 &graph,
                 "output sizes do not match [batch, seq, ...] of the config",

@@ -1,8 +1,10 @@
-//! Small conversions between host `f32` buffers and ORT values of the graph's float type.
+//! Small conversions between host `f32` buffers and ORT values of the graph's float type, and
+//! the KV cache reshuffles of continuous batching.
 
 use super::error::{ort_err, Error};
 use half::f16;
-use ort::value::{DynValue, Tensor, TensorElementType};
+use ort::memory::AllocationDevice;
+use ort::value::{DynTensorValueType, DynValue, Tensor, TensorElementType};
 
 /// A float tensor of element type `ty` (f32 or f16) from f32 data.
 pub fn float_tensor(
@@ -45,9 +47,50 @@ pub fn to_f32(v: &DynValue, what: &str) -> Result<(Vec<usize>, Vec<f32>), Error>
     ))
 }
 
+/// A host copy of `v` when it lives in device memory (a device-resident KV cache), else `None`.
+fn host_copy(v: &DynValue) -> Result<Option<DynValue>, Error> {
+    let t = v
+        .view()
+        .downcast::<DynTensorValueType>()
+        .map_err(ort_err("kv cache"))?;
+    if t.memory_info().is_cpu_accessible() {
+        return Ok(None);
+    }
+    let host = t
+        .to(AllocationDevice::CPU, 0)
+        .map_err(ort_err("kv cache: copy to host"))?;
+    Ok(Some(host.into_dyn()))
+}
+
+/// `out` (host memory) moved to the memory `like` is in, when that is a device's.
+fn to_memory_of(like: &DynValue, out: DynValue) -> Result<DynValue, Error> {
+    let t = like
+        .view()
+        .downcast::<DynTensorValueType>()
+        .map_err(ort_err("kv cache"))?;
+    let mem = t.memory_info();
+    if mem.is_cpu_accessible() {
+        return Ok(out);
+    }
+    let out = out
+        .downcast::<DynTensorValueType>()
+        .map_err(ort_err("kv cache"))?;
+    Ok(out
+        .to(mem.allocation_device(), mem.device_id())
+        .map_err(ort_err("kv cache: copy to the device"))?
+        .into_dyn())
+}
+
 /// Rows `rows` of axis 0 and, on axis 2, positions `from..` of a rank-4 KV tensor, in the
-/// tensor's own element type.
+/// tensor's own element type and memory. A device-resident tensor goes through the host: one
+/// copy down, one up (a join or leave, not a step).
 pub fn select_kv(v: &DynValue, rows: &[usize], from: usize) -> Result<DynValue, Error> {
+    let host = host_copy(v)?;
+    let out = select_kv_host(host.as_ref().unwrap_or(v), rows, from)?;
+    to_memory_of(v, out)
+}
+
+fn select_kv_host(v: &DynValue, rows: &[usize], from: usize) -> Result<DynValue, Error> {
     fn pick<T: Copy>(shape: &[i64], d: &[T], rows: &[usize], from: usize) -> (Vec<i64>, Vec<T>) {
         let (h, t, e) = (shape[1] as usize, shape[2] as usize, shape[3] as usize);
         let mut out = Vec::with_capacity(rows.len() * h * (t - from) * e);
@@ -78,7 +121,25 @@ pub fn select_kv(v: &DynValue, rows: &[usize], from: usize) -> Result<DynValue, 
 /// Rank-4 KV tensors `[B_i, h, T_i, d]` stacked on axis 0, each left-padded with zeros on
 /// axis 2 by its own amount (`parts[i].1`) so that all reach one length: how a running batch's
 /// cache and a newly prefilled one become one batch. Zero columns are masked out by the caller.
+/// The result is in the first part's memory; device-resident parts go through the host.
 pub fn stack_kv_left_padded(parts: &[(&DynValue, usize)]) -> Result<DynValue, Error> {
+    if parts.is_empty() {
+        return Err(Error::Invalid("no KV tensors to stack".into()));
+    }
+    let hosts = parts
+        .iter()
+        .map(|(v, _)| host_copy(v))
+        .collect::<Result<Vec<_>, _>>()?;
+    let on_host: Vec<(&DynValue, usize)> = parts
+        .iter()
+        .zip(&hosts)
+        .map(|((v, pad), h)| (h.as_ref().unwrap_or(v), *pad))
+        .collect();
+    let out = stack_kv_host(&on_host)?;
+    to_memory_of(parts[0].0, out)
+}
+
+fn stack_kv_host(parts: &[(&DynValue, usize)]) -> Result<DynValue, Error> {
     fn stack<
         T: ort::value::PrimitiveTensorElementType + Copy + Default + std::fmt::Debug + 'static,
     >(
@@ -120,9 +181,6 @@ pub fn stack_kv_left_padded(parts: &[(&DynValue, usize)]) -> Result<DynValue, Er
         Ok(Tensor::from_array((shape, out))
             .map_err(ort_err("kv stack"))?
             .into_dyn())
-    }
-    if parts.is_empty() {
-        return Err(Error::Invalid("no KV tensors to stack".into()));
     }
     if parts[0].0.try_extract_tensor::<f32>().is_ok() {
         stack::<f32>(parts)

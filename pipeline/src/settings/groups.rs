@@ -96,6 +96,10 @@ pub struct ModelOptions {
         value_name = "BOOL"
     )]
     pub ep_fallback: Option<bool>,
+    /// GPU ordinal for cuda, tensorrt and directml, where the decoder's KV cache is kept
+    /// (default 0).
+    #[arg(long, env = "QUIRE_DEVICE_ID", value_name = "N")]
+    pub device_id: Option<u16>,
 }
 
 /// Generation (`run`, `watch`, `generate`).
@@ -328,6 +332,7 @@ pub const EXAMPLES: &[Example] = &[
     // cpu twice: the one provider every build has, unlike the default list.
     example("ep", "cpu,cpu"),
     example("ep_fallback", "true"),
+    example("device_id", "1"),
     // GenerationOptions
     example("max_new_tokens", "99"),
     example("seed", "7"),

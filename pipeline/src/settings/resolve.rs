@@ -435,6 +435,7 @@ impl ModelOptions {
                 .as_ref()
                 .map_or_else(|| EpConfig::default().providers, |p| p.0.clone()),
             fallback: self.ep_fallback.unwrap_or(false),
+            device_id: self.device_id.unwrap_or(0).into(),
         })
     }
 }
