@@ -92,11 +92,7 @@ impl Provider {
     /// Registers this provider alone on a session of a one-node graph and creates it: what a
     /// model session would do, so a missing library (the provider's own, cuBLAS, the driver's
     /// `libcuda.so.1`) or a missing device shows here, once, with ONNX Runtime's reason.
-    pub fn probe(
-        self,
-        env: &ort::environment::Environment,
-        device_id: i32,
-    ) -> Result<(), String> {
+    pub fn probe(self, env: &ort::environment::Environment, device_id: i32) -> Result<(), String> {
         if !self.in_library() {
             return Err(format!(
                 "the loaded ONNX Runtime library was not built with {}{}",

@@ -1,7 +1,7 @@
 //! One module per subcommand.
 
-pub mod completions;
 pub mod bench;
+pub mod completions;
 pub mod generate;
 pub mod merge;
 pub mod model;

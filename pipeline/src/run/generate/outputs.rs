@@ -2,16 +2,18 @@
 //! document's data (extract: decoded, validated, per-page results merged) or text (ocr, prompt).
 
 use super::super::document::Document;
-use super::super::extraction::{self, Extraction};
+use super::super::extraction::{self, Extraction, Fields};
 use super::super::fault::{self, Stage};
 use super::super::settings::RunSettings;
 use super::super::task::Task;
 use super::confidence::{self, ScoredToken};
 use super::processor::SequenceState;
 use super::prompts::Prompt;
+use crate::text_layer;
 use quire_constrained::JsonConstraint;
 use quire_exporters::record::ErrorKind;
 use quire_onnx::gemma4::{FinishReason, Gemma4, Generation};
+use serde_json::Value;
 
 /// A finished sequence's output: loop-guard cut, warnings, token count.
 pub(super) fn finish_sequence(
@@ -104,10 +106,9 @@ pub(super) fn finish_doc(
                 // A one-page prompt (or document) knows its page.
                 let known_page = (prompt.pages.len() == 1 || doc.pages.len() == 1)
                     .then(|| page_number(doc, prompt));
-                extractions.push(Extraction {
-                    fields: confidence::fields(&scored, &text, known_page),
-                    data,
-                });
+                let mut fields = confidence::fields(&scored, &text, known_page);
+                locate_fields(doc, prompt, &data, &mut fields);
+                extractions.push(Extraction { fields, data });
             }
             let mut warnings = Vec::new();
             let mut extraction = extraction::merge_valid(extractions, constraint, &mut warnings);
@@ -150,6 +151,33 @@ pub(super) fn finish_doc(
                 .collect::<Vec<_>>()
                 .join("\n\n");
             doc.text = Some(joined);
+        }
+    }
+}
+
+/// Where each value is printed, from the text layers of the prompt's pages (born-digital PDF
+/// pages): its box, and its page where the prompt had several. Strings are looked up as they
+/// are, numbers as JSON writes them; a value not printed verbatim gets no box.
+fn locate_fields(doc: &Document, prompt: &Prompt, data: &Value, fields: &mut Fields) {
+    for (ptr, field) in fields.iter_mut() {
+        let needle = match data.pointer(ptr) {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => continue,
+        };
+        let pages: Vec<usize> = match field.page {
+            Some(page) => prompt
+                .pages
+                .iter()
+                .copied()
+                .filter(|&i| doc.pages[i].record.index == page)
+                .collect(),
+            None => prompt.pages.clone(),
+        };
+        let layers = pages.iter().map(|&i| doc.pages[i].text_layer.as_ref());
+        if let Some((at, bbox)) = text_layer::locate_in_pages(layers, &needle) {
+            field.page = Some(doc.pages[pages[at]].record.index);
+            field.bbox = Some(bbox);
         }
     }
 }
@@ -323,5 +351,149 @@ mod tests {
         let doc = finish_complete(r#"{"title":"far too long"}"#);
         let error = doc.error.expect("failed");
         assert_eq!(error.kind, ErrorKind::InvalidOutput, "{error:?}");
+    }
+
+    /// Records the logits every step sees before the constraint, then lets the stage's
+    /// processor do its work.
+    struct Recording<'a, 'c> {
+        inner: &'a mut SequenceProcessor<'c>,
+        seen: Vec<Vec<f32>>,
+    }
+
+    impl LogitsProcessor for Recording<'_, '_> {
+        fn process(&mut self, seq: usize, logits: &mut [f32]) {
+            self.seen.push(logits.to_vec());
+            self.inner.process(seq, logits);
+        }
+        fn on_token(&mut self, seq: usize, token: u32, logits: &[f32]) -> bool {
+            self.inner.on_token(seq, token, logits)
+        }
+    }
+
+    /// A forced choice between two values: the reported confidence is the probability the
+    /// model gave its choice, computed here from the raw logits and the two possible outputs
+    /// alone (no grammar engine): at each step the allowed tokens are those whose bytes keep
+    /// the output a prefix of `{"answer":"yes"}` or `{"answer":"no"}`.
+    #[test]
+    fn confidence_of_a_forced_choice_is_the_models_probability() {
+        let mut model = model();
+        let schema = json!({"type": "object", "properties": {"answer": {"enum": ["yes", "no"]}},
+                            "required": ["answer"]});
+        let constraint = crate::run::compile_constraint(&model, &schema, 64).unwrap();
+        let tokenizer = constraint.tokenizer().clone();
+        let settings = RunSettings {
+            task: Task::Extract {
+                schema: schema.clone(),
+            },
+            ..settings()
+        };
+        let completions = [r#"{"answer":"yes"}"#, r#"{"answer":"no"}"#];
+        let mut checked = 0;
+        for question in [
+            "Is this paid?",
+            "Answer yes or no.",
+            "Q",
+            "Signed?",
+            "Valid?",
+        ] {
+            let mut processor = SequenceProcessor::new(Some(&constraint), settings.loop_guard);
+            processor.start(0);
+            let mut recording = Recording {
+                inner: &mut processor,
+                seen: Vec::new(),
+            };
+            let input_ids = model.tokenizer.encode(question).unwrap();
+            let opts = quire_onnx::gemma4::GenerateOptions {
+                max_new_tokens: 64,
+                ..Default::default()
+            };
+            let request = quire_onnx::gemma4::Request {
+                input_ids,
+                ..Default::default()
+            };
+            let out = model.generate(&[request], &opts, &mut recording).unwrap();
+            let seen = recording.seen;
+            let generation = out.sequences.into_iter().next().unwrap();
+            let state = processor.finish(0).unwrap();
+
+            // Independently: each step's probability among the tokens that fit a completion.
+            let ids = generation.generated_ids.clone();
+            let mut prefix: Vec<u8> = Vec::new();
+            let mut expected: Vec<(usize, usize, Option<f64>)> = Vec::new();
+            for (step, &id) in ids.iter().enumerate() {
+                let logits = &seen[step];
+                let allowed: Vec<usize> = (0..tokenizer.vocab_size())
+                    .filter(|&t| !tokenizer.is_excluded(t as u32))
+                    .filter(|&t| {
+                        let mut next = prefix.clone();
+                        next.extend(tokenizer.decode(&[t as u32]));
+                        next.len() > prefix.len()
+                            && completions.iter().any(|c| c.as_bytes().starts_with(&next))
+                    })
+                    .collect();
+                assert!(allowed.contains(&(id as usize)), "step {step}");
+                let max = allowed.iter().map(|&t| logits[t]).fold(f32::MIN, f32::max);
+                let total: f64 = allowed
+                    .iter()
+                    .map(|&t| ((logits[t] - max) as f64).exp())
+                    .sum();
+                let p = ((logits[id as usize] - max) as f64).exp() / total;
+                let start = prefix.len();
+                prefix.extend(tokenizer.decode(&[id]));
+                // Byte-fallback tokens (`<0x6E>`) spell what ordinary ones do: a choice is
+                // between different spellings.
+                let spellings: std::collections::HashSet<Vec<u8>> = allowed
+                    .iter()
+                    .map(|&t| tokenizer.decode(&[t as u32]))
+                    .collect();
+                expected.push((start, prefix.len(), (spellings.len() > 1).then_some(p)));
+            }
+            let text = String::from_utf8(prefix).unwrap();
+            assert!(completions.contains(&text.as_str()), "{text}");
+            let value_start = text.find(":\"").unwrap() + 1;
+            let value_end = text.len() - 1;
+            let want = expected
+                .iter()
+                .filter(|(s, e, _)| *s < value_end && *e > value_start)
+                .filter_map(|(_, _, p)| *p)
+                .fold(1.0, f64::min);
+
+            let output = finish_sequence(
+                &settings,
+                &mut document(),
+                &Prompt {
+                    pages: vec![0],
+                    input_ids: Vec::new(),
+                },
+                generation,
+                state,
+            );
+            let mut doc = document();
+            let prompt = Prompt {
+                pages: vec![0],
+                input_ids: Vec::new(),
+            };
+            finish_doc(
+                &model,
+                Some(&constraint),
+                &settings,
+                &mut doc,
+                &[prompt],
+                vec![output],
+            );
+            assert_eq!(doc.error, None);
+            let field = &doc.fields["/answer"];
+            assert!(
+                (field.confidence - want).abs() <= 0.5e-4,
+                "{question}: reported {} vs computed {want} ({text})",
+                field.confidence
+            );
+            assert_eq!(field.page, Some(0));
+            if want < 1.0 {
+                checked += 1;
+            }
+        }
+        // The model had a real choice in at least one case.
+        assert!(checked > 0);
     }
 }
