@@ -486,7 +486,7 @@ fn bad_grids_truths_and_folders_are_refused_before_any_cell_runs() {
         "the first cell (b70 fp32) could not run",
     );
     let log = std::fs::read_to_string(out.join("b70-fp32.log")).unwrap();
-    assert!(log.contains("max_new_tokens = 4"), "{log}");
+    assert!(log.contains("does not fit --max-new-tokens 4"), "{log}");
     assert!(!out.join("b70-fp16").exists(), "no second cell");
     std::fs::write(out.join("old.txt"), "x").unwrap();
     refused(

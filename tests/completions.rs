@@ -79,6 +79,10 @@ fn man_page_names_every_subcommand_and_dir_writes_one_page_each() {
     files.sort();
     let mut expected: Vec<String> = names.iter().map(|n| format!("quire-{n}.1")).collect();
     expected.push("quire.1".into());
+    // Commands with subcommands of their own get a page for each.
+    for sub in ["list", "pull", "verify"] {
+        expected.push(format!("quire-model-{sub}.1"));
+    }
     expected.sort();
     assert_eq!(files, expected);
     let run = std::fs::read_to_string(dir.path().join("quire-run.1")).unwrap();

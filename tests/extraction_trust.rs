@@ -244,6 +244,8 @@ fn pattern_fields_run_at_a_small_budget_and_too_small_names_the_smallest() {
     );
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(2), "{stderr}");
+    // Said once, in our words.
+    assert_eq!(stderr.matches("does not fit").count(), 1, "{stderr}");
     assert!(
         stderr.contains("does not fit --max-new-tokens 12")
             && stderr.contains("use --max-new-tokens 20 or more"),
@@ -296,4 +298,65 @@ fn null_below_abstains_where_the_schema_allows_null() {
     if warned {
         assert_eq!(rec["data"]["total"], Value::Null, "{rec}");
     }
+}
+
+/// `--thinking`: extraction still gives schema-valid data, and neither the data nor the
+/// Markdown of ocr carries the thought channel.
+#[test]
+fn thinking_never_reaches_the_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = root().join("samples/receipt.jpg");
+    let schema = dir.path().join("s.schema.json");
+    std::fs::write(
+        &schema,
+        r#"{"type": "object", "properties": {"title": {"type": "string", "maxLength": 20},
+            "total": {"type": "number", "minimum": 0, "maximum": 1000}},
+            "required": ["title", "total"]}"#,
+    )
+    .unwrap();
+    let out = dir.path().join("extract");
+    let run = quire(
+        &[
+            "--thinking",
+            "--schema",
+            schema.to_str().unwrap(),
+            "--max-new-tokens",
+            "256",
+            image.to_str().unwrap(),
+        ],
+        &out,
+    );
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let rec = record(&out, "receipt.jpg");
+    let schema: Value = serde_json::from_slice(&std::fs::read(&schema).unwrap()).unwrap();
+    assert!(validator(&schema).is_valid(&rec["data"]), "{rec}");
+    let out = dir.path().join("ocr");
+    let run = quire(
+        &[
+            "--thinking",
+            "--task",
+            "ocr",
+            "--max-new-tokens",
+            "48",
+            image.to_str().unwrap(),
+        ],
+        &out,
+    );
+    assert_eq!(run.status.code(), Some(0));
+    let rec = record(&out, "receipt.jpg");
+    let text = rec["text"].as_str().unwrap();
+    assert!(
+        !text.contains("<|channel>") && !text.contains("<channel|>"),
+        "{text}"
+    );
+    let md = std::fs::read_to_string(out.join("receipt.jpg.md")).unwrap();
+    assert!(
+        !md.contains("<|channel>") && !md.contains("<channel|>"),
+        "{md}"
+    );
 }

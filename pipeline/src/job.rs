@@ -469,6 +469,7 @@ fn fingerprint(
             s.max_pages_per_prompt.to_string(),
         ),
         ("null_below".into(), format!("{:?}", s.null_below)),
+        ("thinking".into(), s.thinking.to_string()),
     ]);
     // Only ocr skips blank pages: the other tasks' documents keep their fingerprints.
     if matches!(s.task, crate::run::task::Task::Ocr) {

@@ -134,6 +134,7 @@ fn every_extraction_is_schema_valid() {
             max_pages_per_prompt: 4,
             null_below: None,
             review_below: None,
+            thinking: false,
             model_id: "tiny-gemma4".into(),
             dtype: "fp32".into(),
             execution_provider: "cpu".into(),

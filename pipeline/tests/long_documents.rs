@@ -103,6 +103,7 @@ fn settings(task: Task) -> RunSettings {
         max_pages_per_prompt: 8,
         null_below: None,
         review_below: None,
+        thinking: false,
         model_id: "tiny-gemma4".into(),
         dtype: "fp32".into(),
         execution_provider: "cpu".into(),

@@ -83,6 +83,7 @@ fn run_ocr(model: Gemma4, pages: Vec<Vec<Page>>) -> Vec<DocumentRecord> {
         max_pages_per_prompt: 8,
         null_below: None,
         review_below: None,
+        thinking: false,
         model_id: "tiny-gemma4".into(),
         dtype: "fp32".into(),
         execution_provider: "cpu".into(),

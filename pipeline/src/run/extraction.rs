@@ -291,17 +291,11 @@ impl<'s> Cx<'s> {
         }
     }
 
-    /// Two values for one field: the same value, or the surer one, with the other recorded.
+    /// Two values for one field: the surer one (the earlier on a tie), with the other value
+    /// and both sides' alternatives recorded. The result does not depend on how the pages were
+    /// grouped (whole, or in the parts of a long document).
     fn choose(&self, a: Node, b: Node) -> Node {
         let (va, vb) = (a.value(), b.value());
-        if va == vb {
-            // Agreement: the surer page's record.
-            return if b.confidence() > a.confidence() {
-                b
-            } else {
-                a
-            };
-        }
         let (mut keep, other, other_value) = if b.confidence() > a.confidence() {
             (b, a, va)
         } else {
@@ -319,6 +313,11 @@ impl<'s> Cx<'s> {
             for alt in offered {
                 add_alternative(&mut field.alternatives, alt, kept);
             }
+            field.alternatives.sort_by(|x, y| {
+                y.confidence
+                    .total_cmp(&x.confidence)
+                    .then(x.page.cmp(&y.page))
+            });
         }
         keep
     }
@@ -330,7 +329,12 @@ fn add_alternative(alternatives: &mut Vec<Alternative>, alt: Alternative, kept: 
         return;
     }
     match alternatives.iter_mut().find(|a| a.value == alt.value) {
-        Some(a) if a.confidence < alt.confidence => *a = alt,
+        Some(a)
+            if (alt.confidence, std::cmp::Reverse(alt.page))
+                > (a.confidence, std::cmp::Reverse(a.page)) =>
+        {
+            *a = alt
+        }
         Some(_) => {}
         None => alternatives.push(alt),
     }

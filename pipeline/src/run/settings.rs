@@ -38,6 +38,8 @@ pub struct RunSettings {
     pub null_below: Option<f64>,
     /// Values whose confidence is below this go to the review queue (`review.jsonl`).
     pub review_below: Option<f64>,
+    /// The model may think first, in its thought channel (never part of the output).
+    pub thinking: bool,
     /// Model id, dtype and provider as recorded in outputs.
     pub model_id: String,
     pub dtype: String,
@@ -46,4 +48,15 @@ pub struct RunSettings {
     pub loop_guard: LoopGuardConfig,
     /// The job's settings fingerprint, recorded in every output ([`crate::job`] sets it).
     pub fingerprint: String,
+}
+
+impl RunSettings {
+    /// The most tokens a sequence generates: `max_new_tokens`, and for `extract` with thinking
+    /// as many again for the thought channel before the JSON.
+    pub fn generated_tokens_limit(&self) -> usize {
+        match (&self.task, self.thinking) {
+            (Task::Extract { .. }, true) => self.max_new_tokens * 2,
+            _ => self.max_new_tokens,
+        }
+    }
 }

@@ -198,6 +198,18 @@ pub struct JobOptions {
     /// (abstain rather than invent); each is named in the record's warnings.
     #[arg(long, env = "QUIRE_NULL_BELOW", value_name = "P")]
     pub null_below: Option<f64>,
+    /// Let the model think in its thought channel before answering (off by default; needs a
+    /// chat template with a thinking mode). The thought never reaches the outputs; for extract
+    /// it may take as many tokens again as --max-new-tokens.
+    #[arg(
+        long,
+        env = "QUIRE_THINKING",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
+        value_name = "BOOL"
+    )]
+    pub thinking: Option<bool>,
 }
 
 /// The folder watch's own settings (`watch`).

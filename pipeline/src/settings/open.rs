@@ -129,6 +129,7 @@ pub fn open_job(r: &JobSettings, provisioner: &Provisioner) -> Result<OpenedJob,
         max_pages_per_prompt: r.max_pages_per_prompt,
         null_below: r.null_below,
         review_below: r.review_below,
+        thinking: r.thinking,
         model_id: model_id(&r.model),
         dtype: r.dtype.to_string(),
         execution_provider: model

@@ -48,6 +48,7 @@ pub struct JobSettings {
     pub max_pages_per_prompt: usize,
     pub review_below: Option<f64>,
     pub null_below: Option<f64>,
+    pub thinking: bool,
 }
 
 /// Field by field; [`Task`] has no `PartialEq` of its own.
@@ -81,6 +82,7 @@ impl PartialEq for JobSettings {
             max_pages_per_prompt,
             review_below,
             null_below,
+            thinking,
         } = self;
         let same_task = match (task, &other.task) {
             (Task::Ocr, Task::Ocr) => true,
@@ -114,6 +116,7 @@ impl PartialEq for JobSettings {
             && *max_pages_per_prompt == other.max_pages_per_prompt
             && *review_below == other.review_below
             && *null_below == other.null_below
+            && *thinking == other.thinking
     }
 }
 
@@ -373,6 +376,7 @@ fn job_settings(args: JobSettingsArgs) -> Result<JobSettings, SettingsError> {
         max_pages_per_prompt,
         review_below,
         null_below,
+        thinking: job.thinking.unwrap_or(false),
     })
 }
 

@@ -21,7 +21,7 @@ use crate::stage::StageReport;
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use outputs::{finish_doc, finish_sequence, Output};
 use parts::Parts;
-use processor::SequenceProcessor;
+use processor::{SequenceProcessor, Thinking};
 use prompts::{prompts, Prompt};
 use quire_constrained::JsonConstraint;
 use quire_exporters::record::ErrorKind;
@@ -77,6 +77,18 @@ pub(super) fn spawn(
         .expect("spawn generate stage")
 }
 
+/// The thought channel of `extract` sequences with `--thinking`: as long as the JSON may be.
+fn thinking(model: &Gemma4, settings: &RunSettings) -> Option<Thinking> {
+    let (open, close) = model.channel_ids?;
+    (settings.thinking && matches!(settings.task, super::task::Task::Extract { .. })).then_some(
+        Thinking {
+            open,
+            close,
+            budget: settings.max_new_tokens,
+        },
+    )
+}
+
 fn run(
     model: &mut Gemma4,
     constraint: Option<&JsonConstraint>,
@@ -86,7 +98,7 @@ fn run(
 ) -> StageReport {
     let mut report = StageReport::new("generate", 1);
     let opts = GenerateOptions {
-        max_new_tokens: settings.max_new_tokens,
+        max_new_tokens: settings.generated_tokens_limit(),
         sampling: settings.sampling,
         stop_ids: None,
         keep_prefill_logits: false,
@@ -97,7 +109,8 @@ fn run(
     };
     let mut batch = DecodeBatch::new(model, &opts, limits);
     let mut s = Scheduler {
-        processor: SequenceProcessor::new(constraint, settings.loop_guard),
+        processor: SequenceProcessor::new(constraint, settings.loop_guard)
+            .with_thinking(thinking(model, &settings)),
         settings,
         constraint,
         docs: HashMap::new(),

@@ -41,6 +41,8 @@ pub(super) fn finish_sequence(
             settings.max_new_tokens
         ));
     }
+    // The thought channel leads a constrained output: not part of it.
+    ids.drain(..state.thought_tokens.min(ids.len()));
     Output {
         ids,
         error: state.error,
@@ -234,6 +236,7 @@ mod tests {
             max_pages_per_prompt: 8,
             null_below: None,
             review_below: None,
+            thinking: false,
             model_id: "tiny-gemma4".into(),
             dtype: "fp32".into(),
             execution_provider: "cpu".into(),
@@ -495,5 +498,91 @@ mod tests {
         }
         // The model had a real choice in at least one case.
         assert!(checked > 0);
+    }
+
+    /// `--thinking` for extract: the sequence may open the thought channel first, think
+    /// freely, must close it within its budget, and the JSON after it is the output alone.
+    #[test]
+    fn the_thought_channel_never_reaches_the_extraction() {
+        let model = model();
+        let (open, close) = model
+            .channel_ids
+            .expect("the tiny model has a thought channel");
+        let constraint = crate::run::compile_constraint(&model, &schema(), 64).unwrap();
+        let settings = RunSettings {
+            thinking: true,
+            ..settings()
+        };
+        let thinking = Some(super::super::processor::Thinking {
+            open,
+            close,
+            budget: 3,
+        });
+        let mut processor =
+            SequenceProcessor::new(Some(&constraint), settings.loop_guard).with_thinking(thinking);
+        processor.start(0);
+        let width = model.decoder.vocab;
+        // First step: the channel may open, beside what the JSON allows.
+        let mut logits = vec![0.0f32; width];
+        processor.process(0, &mut logits);
+        assert!(logits[open as usize].is_finite());
+        let mut ids = vec![open];
+        assert!(!processor.on_token(0, open, &logits));
+        // Thinking: any token but a stop token, until the budget is spent.
+        let thought = model.tokenizer.encode("the title").unwrap();
+        for &t in thought.iter().take(3) {
+            let mut logits = vec![0.0f32; width];
+            processor.process(0, &mut logits);
+            assert!(logits[t as usize].is_finite());
+            for &eos in constraint.tokenizer().eos_tokens() {
+                assert_eq!(logits[eos as usize], f32::NEG_INFINITY);
+            }
+            assert!(!processor.on_token(0, t, &logits));
+            ids.push(t);
+        }
+        // Budget spent: only the closing token.
+        let mut logits = vec![0.0f32; width];
+        processor.process(0, &mut logits);
+        let allowed: Vec<usize> = (0..width).filter(|&i| logits[i].is_finite()).collect();
+        assert_eq!(allowed, [close as usize]);
+        assert!(!processor.on_token(0, close, &logits));
+        ids.push(close);
+        // Then the JSON under the constraint.
+        let json = model.tokenizer.encode(r#"{"title":"ab"}"#).unwrap();
+        for &t in &json {
+            let mut logits = vec![0.0f32; width];
+            processor.process(0, &mut logits);
+            assert!(logits[t as usize].is_finite());
+            ids.push(t);
+            if processor.on_token(0, t, &logits) {
+                break;
+            }
+        }
+        let state = processor.finish(0).unwrap();
+        assert_eq!(state.thought_tokens, 5);
+        let generation = Generation {
+            generated_ids: ids.clone(),
+            finish_reason: FinishReason::Processor,
+            prefill_logits: None,
+        };
+        let mut doc = document();
+        let prompt = Prompt {
+            pages: vec![0],
+            input_ids: Vec::new(),
+        };
+        let output = finish_sequence(&settings, &mut doc, &prompt, generation, state);
+        assert_eq!(output.ids, json);
+        finish_doc(
+            &model,
+            Some(&constraint),
+            &settings,
+            &mut doc,
+            &[prompt],
+            vec![output],
+        );
+        assert_eq!(doc.error, None);
+        assert_eq!(doc.data, Some(json!({"title": "ab"})));
+        assert_eq!(doc.tokens.generated, ids.len() as u64);
+        assert_eq!(doc.fields.keys().collect::<Vec<_>>(), ["/title"]);
     }
 }

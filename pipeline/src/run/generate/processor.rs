@@ -14,9 +14,10 @@ use std::collections::HashMap;
 /// Why an `extract` schema cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum CompileError {
-    #[error("unsupported schema: {0}")]
+    // Each its own message, once (not again as the source).
+    #[error(transparent)]
     Schema(#[from] SchemaError),
-    #[error("tokenizer for constrained decoding: {0}")]
+    #[error("tokenizer for constrained decoding")]
     Tokenizer(#[source] ConstraintError),
 }
 
@@ -41,6 +42,32 @@ pub fn compile_constraint(
     )?)
 }
 
+/// The thought channel of a constrained sequence (`--thinking`): the model may open it with
+/// its first token, think freely (stop tokens aside) for at most `budget` tokens, and must close
+/// it before the JSON, which the constraint then takes as if the thought had not been.
+#[derive(Debug, Clone, Copy)]
+pub struct Thinking {
+    /// `<|channel>`, `<channel|>`.
+    pub open: u32,
+    pub close: u32,
+    pub budget: usize,
+}
+
+/// Where a constrained sequence is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    /// First token: the thought channel may open.
+    Start,
+    /// Inside the thought channel, after this many thought tokens.
+    Thought(usize),
+    /// The JSON.
+    Answer,
+}
+
+fn eos_tokens(constraint: Option<&JsonConstraint>) -> &[u32] {
+    constraint.map_or(&[], |c| c.tokenizer().eos_tokens())
+}
+
 /// One sequence's state.
 pub struct SequenceState {
     pub matcher: Option<SequenceMatcher>,
@@ -52,6 +79,10 @@ pub struct SequenceState {
     /// Per generated token (constrained sequences): the probability the model gave it among
     /// the allowed tokens, `None` where only one was allowed.
     pub probabilities: Vec<Option<f64>>,
+    phase: Phase,
+    /// Leading generated ids that are the thought channel (`<|channel>` … `<channel|>`): not
+    /// part of the output.
+    pub thought_tokens: usize,
 }
 
 /// The states of the sequences in the decoder batch, by sequence id: a sequence's state is
@@ -59,6 +90,7 @@ pub struct SequenceState {
 pub struct SequenceProcessor<'c> {
     constraint: Option<&'c JsonConstraint>,
     guard: LoopGuardConfig,
+    thinking: Option<Thinking>,
     sequences: HashMap<usize, SequenceState>,
 }
 
@@ -68,8 +100,15 @@ impl<'c> SequenceProcessor<'c> {
         SequenceProcessor {
             constraint,
             guard,
+            thinking: None,
             sequences: HashMap::new(),
         }
+    }
+
+    /// Constrained sequences may think first (see [`Thinking`]).
+    pub fn with_thinking(mut self, thinking: Option<Thinking>) -> Self {
+        self.thinking = thinking;
+        self
     }
 
     /// A fresh state for sequence `id`.
@@ -81,6 +120,12 @@ impl<'c> SequenceProcessor<'c> {
                 error: None,
                 allowed: 0,
                 probabilities: Vec::new(),
+                phase: if self.thinking.is_some() {
+                    Phase::Start
+                } else {
+                    Phase::Answer
+                },
+                thought_tokens: 0,
             },
             None => SequenceState {
                 matcher: None,
@@ -88,6 +133,8 @@ impl<'c> SequenceProcessor<'c> {
                 error: None,
                 allowed: 0,
                 probabilities: Vec::new(),
+                phase: Phase::Answer,
+                thought_tokens: 0,
             },
         };
         self.sequences.insert(id, state);
@@ -105,10 +152,38 @@ impl LogitsProcessor for SequenceProcessor<'_> {
             return;
         };
         if let Some(matcher) = &mut state.matcher {
-            if state.error.is_none() {
-                match matcher.mask_logits(logits) {
-                    Ok(allowed) => state.allowed = allowed,
-                    Err(e) => state.error = Some(e.to_string()),
+            if state.error.is_some() {
+                return;
+            }
+            match (state.phase, self.thinking) {
+                (Phase::Thought(n), Some(thinking)) if n >= thinking.budget => {
+                    // Out of thought budget: close the channel.
+                    for (i, l) in logits.iter_mut().enumerate() {
+                        if i != thinking.close as usize {
+                            *l = f32::NEG_INFINITY;
+                        }
+                    }
+                    state.allowed = 1;
+                }
+                (Phase::Thought(_), _) => {
+                    // Free text, but the sequence may not stop inside its thought.
+                    for &t in eos_tokens(self.constraint) {
+                        if let Some(l) = logits.get_mut(t as usize) {
+                            *l = f32::NEG_INFINITY;
+                        }
+                    }
+                    state.allowed = 2;
+                }
+                (phase, thinking) => {
+                    let open = thinking.and_then(|t| logits.get(t.open as usize).copied());
+                    match matcher.mask_logits(logits) {
+                        Ok(allowed) => state.allowed = allowed,
+                        Err(e) => state.error = Some(e.to_string()),
+                    }
+                    if let (Phase::Start, Some(open), Some(t)) = (phase, open, thinking) {
+                        logits[t.open as usize] = open;
+                        state.allowed += 1;
+                    }
                 }
             }
         }
@@ -122,6 +197,20 @@ impl LogitsProcessor for SequenceProcessor<'_> {
             return true;
         }
         if let Some(matcher) = &mut state.matcher {
+            if let Some(thinking) = self.thinking {
+                let thought = match state.phase {
+                    Phase::Start if token == thinking.open => Some(Phase::Thought(0)),
+                    Phase::Thought(_) if token == thinking.close => Some(Phase::Answer),
+                    Phase::Thought(n) => Some(Phase::Thought(n + 1)),
+                    _ => None,
+                };
+                if let Some(next) = thought {
+                    state.phase = next;
+                    state.thought_tokens += 1;
+                    return false;
+                }
+                state.phase = Phase::Answer;
+            }
             // The logits are masked: the probability is among the allowed tokens.
             state
                 .probabilities

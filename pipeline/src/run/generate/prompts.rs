@@ -129,7 +129,7 @@ fn prompt_ids(
         .filter_map(|&i| doc.pages[i].image.as_ref())
         .collect();
     let messages = [Message::user_with_images(images.len(), &instruction)];
-    Ok(model.prompt_ids(&messages, &images, false)?)
+    Ok(model.prompt_ids(&messages, &images, settings.thinking)?)
 }
 
 /// The prompt and `max_new_tokens` within the model's context.
@@ -139,10 +139,10 @@ fn fits(model: &Gemma4, settings: &RunSettings, input_ids: &[u32]) -> Result<(),
         .text_config
         .max_position_embeddings
         .unwrap_or(usize::MAX);
-    if input_ids.len() + settings.max_new_tokens > limit {
+    if input_ids.len() + settings.generated_tokens_limit() > limit {
         return Err(PromptError::TooLong {
             prompt: input_ids.len(),
-            new: settings.max_new_tokens,
+            new: settings.generated_tokens_limit(),
             limit,
         });
     }
