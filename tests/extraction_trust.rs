@@ -29,6 +29,16 @@ fn quire(args: &[&str], out: &Path) -> Output {
         .expect("run quire")
 }
 
+/// Exit 0, or the run's stderr.
+fn assert_ok(run: &Output) {
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
+
 fn record(out: &Path, name: &str) -> Value {
     serde_json::from_slice(&std::fs::read(out.join(format!("{name}.json"))).unwrap()).unwrap()
 }
@@ -222,12 +232,7 @@ fn pattern_fields_run_at_a_small_budget_and_too_small_names_the_smallest() {
         ],
         &out,
     );
-    assert_eq!(
-        run.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    assert_ok(&run);
     let rec = record(&out, "square.png");
     assert!(validator(&schema).is_valid(&rec["data"]), "{rec}");
 
@@ -275,12 +280,7 @@ fn null_below_abstains_where_the_schema_allows_null() {
         ],
         &out,
     );
-    assert_eq!(
-        run.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    assert_ok(&run);
     let rec = record(&out, "square.png");
     assert!(validator(&schema).is_valid(&rec["data"]), "{rec}");
     // Below 1.0 is anything the model chose: a nullable string becomes null unless it was
@@ -326,12 +326,7 @@ fn thinking_never_reaches_the_outputs() {
         ],
         &out,
     );
-    assert_eq!(
-        run.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    assert_ok(&run);
     let rec = record(&out, "receipt.jpg");
     let schema: Value = serde_json::from_slice(&std::fs::read(&schema).unwrap()).unwrap();
     assert!(validator(&schema).is_valid(&rec["data"]), "{rec}");

@@ -179,16 +179,17 @@ impl Exporter {
 
     /// `review.jsonl` over `records`: one line per value whose confidence is below `threshold`
     /// (`source`, `field` as a JSON Pointer into `data`, `value`, `confidence`, `page`, `box`),
-    /// replaced whole. Returns the number of lines.
+    /// replaced whole. Returns the number of lines and of documents they come from.
     pub fn write_review(
         &self,
         records: &[DocumentRecord],
         threshold: f64,
-    ) -> Result<usize, ExportError> {
+    ) -> Result<(usize, usize), ExportError> {
         let mut bytes = Vec::new();
-        let mut lines = 0;
+        let (mut lines, mut documents) = (0, 0);
         for record in records {
             let Some(data) = &record.data else { continue };
+            let before = lines;
             for (field, f) in record.fields_below(threshold) {
                 let line = ReviewLine {
                     source: &record.source,
@@ -202,9 +203,10 @@ impl Exporter {
                 bytes.push(b'\n');
                 lines += 1;
             }
+            documents += usize::from(lines > before);
         }
         self.write(&self.out.join(REVIEW_NAME), &bytes)?;
-        Ok(lines)
+        Ok((lines, documents))
     }
 
     fn write(&self, path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
@@ -463,8 +465,8 @@ mod tests {
         let mut failed = record("b.pdf", None, None);
         failed.fields.insert("/n".into(), field(0.1, None));
         let exporter = Exporter::new(dir.path(), &[Format::Json], 0o600, None).unwrap();
-        let lines = exporter.write_review(&[sure, failed], 0.8).unwrap();
-        assert_eq!(lines, 1);
+        let counts = exporter.write_review(&[sure, failed], 0.8).unwrap();
+        assert_eq!(counts, (1, 1));
         let text = std::fs::read_to_string(dir.path().join(REVIEW_NAME)).unwrap();
         assert_eq!(
             text,

@@ -98,11 +98,7 @@ pub fn run(global: &super::Global, args: RunArgs) -> anyhow::Result<u8> {
         eprintln!("error: {e}");
     }
     match &review {
-        Some((threshold, Ok(values))) => {
-            let documents = records
-                .iter()
-                .filter(|r| r.data.is_some() && r.fields_below(*threshold).next().is_some())
-                .count();
+        Some((threshold, Ok((values, documents)))) => {
             eprintln!(
                 "review: {values} values below --review-below {threshold} in {documents} \
                  documents: {}",

@@ -195,7 +195,8 @@ impl Node {
     }
 }
 
-fn pointer_join(ptr: &str, key: &str) -> String {
+/// `ptr` with `key` appended, escaped as JSON Pointer wants (`~0`, `~1`).
+pub fn pointer_join(ptr: &str, key: &str) -> String {
     format!("{ptr}/{}", key.replace('~', "~0").replace('/', "~1"))
 }
 

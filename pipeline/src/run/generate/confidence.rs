@@ -1,7 +1,7 @@
 //! Per-field confidence: the probability the model gave each token it chose under the schema
 //! constraint, gathered per value of the generated JSON (the tokens whose bytes overlap it).
 
-use super::super::extraction::Fields;
+use super::super::extraction::{pointer_join, Fields};
 use jsonc_parser::ast::{ObjectPropName, Value as Ast};
 use jsonc_parser::common::Ranged;
 use jsonc_parser::{CollectOptions, ParseOptions};
@@ -98,8 +98,7 @@ fn collect_leaves(value: &Ast, ptr: String, out: &mut Vec<(String, usize, usize)
                     ObjectPropName::String(s) => s.value.as_ref(),
                     ObjectPropName::Word(w) => w.value,
                 };
-                let child = format!("{ptr}/{}", key.replace('~', "~0").replace('/', "~1"));
-                collect_leaves(&prop.value, child, out);
+                collect_leaves(&prop.value, pointer_join(&ptr, key), out);
             }
         }
         Ast::Array(arr) => {

@@ -74,7 +74,8 @@ pub struct SequenceState {
     pub guard: Option<LoopGuard>,
     /// Set when the constraint failed; the sequence was stopped.
     pub error: Option<String>,
-    /// Tokens the constraint allowed at the last step.
+    /// Tokens the constraint allowed at the last step of the JSON (thought tokens get no
+    /// probability).
     allowed: usize,
     /// Per generated token (constrained sequences): the probability the model gave it among
     /// the allowed tokens, `None` where only one was allowed.
@@ -163,7 +164,6 @@ impl LogitsProcessor for SequenceProcessor<'_> {
                             *l = f32::NEG_INFINITY;
                         }
                     }
-                    state.allowed = 1;
                 }
                 (Phase::Thought(_), _) => {
                     // Free text, but the sequence may not stop inside its thought.
@@ -172,7 +172,6 @@ impl LogitsProcessor for SequenceProcessor<'_> {
                             *l = f32::NEG_INFINITY;
                         }
                     }
-                    state.allowed = 2;
                 }
                 (phase, thinking) => {
                     let open = thinking.and_then(|t| logits.get(t.open as usize).copied());
