@@ -16,6 +16,7 @@ use quire_onnx::gemma4::{
     Admission, BatchLimits, Budget, DecodeBatch, Gemma4, GenerateOptions, LoadOptions, Message,
     NewSequence, NoProcessor, ProcessedImage, Request, Rgb8,
 };
+use quire_onnx::session::SessionSettings;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -55,6 +56,73 @@ fn vision_per_budget(m: &mut Gemma4, img: &Rgb8, budgets: &[Budget], n: usize, l
             p.num_soft_tokens,
             pre * 1e3,
             median(times) * 1e3
+        );
+    }
+}
+
+/// Vision encoder time and minor page faults per image under each session setting, the settings
+/// alternating run by run so that a noisy machine affects them alike.
+fn session_settings(
+    load: impl Fn(&Path, SessionSettings) -> Gemma4,
+    dir: &Path,
+    img: &Rgb8,
+    budget: Budget,
+    n: usize,
+) {
+    let before = SessionSettings {
+        cpu_arena: false,
+        ..SessionSettings::default()
+    };
+    let variants = [
+        ("arena off (ort's default before)", before),
+        ("arena on (default)", SessionSettings::default()),
+        (
+            "arena on, 1 thread",
+            SessionSettings {
+                intra_threads: 1,
+                ..SessionSettings::default()
+            },
+        ),
+        (
+            "arena on, no spinning",
+            SessionSettings {
+                spinning: false,
+                ..SessionSettings::default()
+            },
+        ),
+    ];
+    let mut models: Vec<Gemma4> = variants
+        .iter()
+        .map(|(_, session)| load(dir, *session))
+        .collect();
+    let p = models[0].preprocess(img, Some(budget)).unwrap();
+    let mut secs = vec![Vec::new(); models.len()];
+    let mut faults = vec![Vec::new(); models.len()];
+    for round in 0..=n {
+        for (i, m) in models.iter_mut().enumerate() {
+            let f0 = minor_faults();
+            let t = Instant::now();
+            m.encode_images(&[&p]).unwrap();
+            let dt = t.elapsed().as_secs_f64();
+            if round > 0 {
+                secs[i].push(dt);
+                if let (Some(a), Some(b)) = (f0, minor_faults()) {
+                    faults[i].push((b - a) as f64);
+                }
+            }
+        }
+    }
+    println!(
+        "\n{}: session settings, vision encoder at budget {budget}, median of {n} alternating runs",
+        dir.display()
+    );
+    println!("| setting | vision ms | minor faults per image |");
+    println!("|---|---|---|");
+    for (i, (name, _)) in variants.iter().enumerate() {
+        println!(
+            "| {name} | {:.1} | {} |",
+            median(secs[i].clone()) * 1e3,
+            fault_cell(&faults[i])
         );
     }
 }
@@ -108,6 +176,15 @@ fn decode(m: &mut Gemma4, img: &Rgb8, n: usize) {
 }
 
 /// Minor page faults of this process so far (field 10 of `/proc/self/stat`; Linux only).
+/// The median of `v`, or n/a where faults could not be read.
+fn fault_cell(v: &[f64]) -> String {
+    if v.is_empty() {
+        "n/a".to_string()
+    } else {
+        format!("{:.1}", median(v.to_vec()))
+    }
+}
+
 fn minor_faults() -> Option<u64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     let after_comm = &stat[stat.rfind(')')? + 2..];
@@ -192,13 +269,6 @@ fn decode_paths(m: &mut Gemma4, img: &Rgb8, n: usize) {
             }
         }
         m.decoder.device_resident = true;
-        let fault_cell = |v: &Vec<f64>| {
-            if v.is_empty() {
-                "n/a".to_string()
-            } else {
-                format!("{:.1}", median(v.clone()))
-            }
-        };
         let (host, bound) = (median(secs[0].clone()), median(secs[1].clone()));
         println!(
             "| {batch} | {:.3} | {:.3} | {:.2} | {} | {} |",
@@ -215,10 +285,14 @@ fn main() {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let prov = quire_onnx::provision::Provisioner::from_env(false);
     let (env, located) = quire_onnx::runtime::environment(&prov, false).expect("ONNX Runtime");
-    let load = |dir: &Path| -> Gemma4 {
-        Gemma4::load(env, dir, &LoadOptions::default())
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+    let load_with = |dir: &Path, session: SessionSettings| -> Gemma4 {
+        let opts = LoadOptions {
+            session,
+            ..LoadOptions::default()
+        };
+        Gemma4::load(env, dir, &opts).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
     };
+    let load = |dir: &Path| load_with(dir, SessionSettings::default());
     println!(
         "ONNX Runtime: {} (CPU EP, {} threads available)",
         located.library.display(),
@@ -231,6 +305,7 @@ fn main() {
     let mut m = load(&tiny);
     let all: Vec<Budget> = Budget::all().collect();
     vision_per_budget(&mut m, &img, &all, runs(5), "tiny model");
+    session_settings(load_with, &tiny, &img, Budget::try_from(280).unwrap(), runs(5));
     decode(&mut m, &img, runs(5));
     decode_paths(&mut m, &img, runs(5));
 
@@ -240,6 +315,7 @@ fn main() {
             .split(',')
             .map(|s| s.parse().expect("budget"))
             .collect();
+        session_settings(load_with, Path::new(&dir), &img, budgets[0], runs(2));
         let mut big = load(Path::new(&dir));
         vision_per_budget(
             &mut big,

@@ -73,10 +73,13 @@ impl Provider {
         available.unwrap_or(false)
     }
 
-    /// `device_id`: the GPU ordinal, for the providers that take one (CUDA, TensorRT, DirectML).
-    fn dispatch(self, device_id: i32) -> ExecutionProviderDispatch {
+    /// `device_id`: the GPU ordinal, for the providers that take one (CUDA, TensorRT, DirectML);
+    /// `cpu_arena`: the CPU provider's memory arena ([`crate::session::SessionSettings`]).
+    fn dispatch(self, device_id: i32, cpu_arena: bool) -> ExecutionProviderDispatch {
         match self {
-            Provider::Cpu => ort::ep::CPU::default().build(),
+            Provider::Cpu => ort::ep::CPU::default()
+                .with_arena_allocator(cpu_arena)
+                .build(),
             Provider::Cuda => ort::ep::CUDA::default().with_device_id(device_id).build(),
             Provider::TensorRt => ort::ep::TensorRT::default()
                 .with_device_id(device_id)
@@ -105,7 +108,7 @@ impl Provider {
             ));
         }
         let mut builder = Session::builder(env).map_err(|e| explain(&e.to_string()))?;
-        self.dispatch(device_id)
+        self.dispatch(device_id, false)
             .register(&mut builder)
             .map_err(|e| explain(&e.to_string()))?;
         let session = builder
@@ -253,10 +256,14 @@ impl EpConfig {
 
     /// Registers the providers on `builder` in order, returning what happened to each.
     /// [`EpConfig::resolve`] has found out beforehand which can run.
-    pub fn register(&self, builder: &mut SessionBuilder) -> Result<EpReport, EpError> {
+    pub fn register(
+        &self,
+        builder: &mut SessionBuilder,
+        cpu_arena: bool,
+    ) -> Result<EpReport, EpError> {
         let mut report = EpReport::default();
         for &p in &self.providers {
-            match p.dispatch(self.device_id).register(builder) {
+            match p.dispatch(self.device_id, cpu_arena).register(builder) {
                 Ok(()) => report.registered.push(p),
                 Err(e) if self.fallback => {
                     tracing::warn!("execution provider {p} failed to register, falling back: {e}");

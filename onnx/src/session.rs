@@ -3,9 +3,45 @@
 
 use crate::ep::{EpConfig, EpReport};
 use crate::gemma4::error::{ort_err, Error};
+use ort::session::builder::SessionBuilder;
 use ort::session::Session;
 use ort::value::{TensorElementType, ValueType};
 use std::path::Path;
+
+/// How ONNX Runtime runs each graph: threads and memory. One value for the three sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionSettings {
+    /// Intra-op threads of each session; 0 lets ONNX Runtime choose (one per physical core).
+    pub intra_threads: usize,
+    /// The CPU provider's memory arena. On, buffers are kept and reused between runs; off, every
+    /// buffer is a fresh allocation, and each large one a fresh mapping faulted in page by page
+    /// (ort registers the CPU provider with the arena off unless told).
+    pub cpu_arena: bool,
+    /// Whether idle intra-op threads spin before sleeping. Spinning lowers latency when one
+    /// session owns the cores, and steals them when vision and decoding overlap.
+    pub spinning: bool,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        SessionSettings {
+            intra_threads: 0,
+            cpu_arena: true,
+            spinning: true,
+        }
+    }
+}
+
+impl SessionSettings {
+    fn apply(&self, builder: SessionBuilder) -> ort::Result<SessionBuilder> {
+        let builder = builder.with_intra_op_spinning(self.spinning)?;
+        if self.intra_threads == 0 {
+            Ok(builder)
+        } else {
+            Ok(builder.with_intra_threads(self.intra_threads)?)
+        }
+    }
+}
 
 /// One input or output as the graph declares it. Dynamic dims are -1.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,14 +93,16 @@ impl LoadedSession {
         env: &ort::environment::Environment,
         path: &Path,
         eps: &EpConfig,
+        settings: &SessionSettings,
     ) -> Result<Self, Error> {
         let graph = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let mut builder =
-            Session::builder(env).map_err(ort_err(format!("{graph}: session options")))?;
-        let providers = eps.register(&mut builder)?;
+        let mut builder = Session::builder(env)
+            .and_then(|b| settings.apply(b).map_err(Into::into))
+            .map_err(ort_err(format!("{graph}: session options")))?;
+        let providers = eps.register(&mut builder, settings.cpu_arena)?;
         let session = builder
             .commit_from_file(path)
             .map_err(ort_err(format!("{graph}: loading {}", path.display())))?;

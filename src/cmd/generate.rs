@@ -22,6 +22,7 @@ pub fn run(global: &super::Global, args: GenerateArgs) -> anyhow::Result<u8> {
         dtype: args.dtype,
         eps,
         text_only: args.images.is_empty(),
+        session: args.session,
     };
     let mut model = Gemma4::load(env, &args.model, &opts)
         .with_context(|| format!("loading model {}", args.model.display()))?;

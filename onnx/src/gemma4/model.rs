@@ -12,7 +12,7 @@ use super::prompt::{Message, PromptBuilder, SpecialTokens, Tokenizer};
 use super::sampling::soft_cap;
 use super::vision_encoder::VisionEncoder;
 use crate::ep::{EpConfig, EpReport};
-use crate::session::LoadedSession;
+use crate::session::{LoadedSession, SessionSettings};
 use std::path::Path;
 
 /// How to load a model directory.
@@ -22,6 +22,8 @@ pub struct LoadOptions {
     pub eps: EpConfig,
     /// Skip the vision encoder (text-only use).
     pub text_only: bool,
+    /// Threads and memory of the sessions.
+    pub session: SessionSettings,
 }
 
 /// A loaded Gemma 4 model directory.
@@ -83,7 +85,7 @@ impl Gemma4 {
         let mut embed = None;
         let mut decoder = None;
         for (g, path) in paths {
-            let s = LoadedSession::load(env, &path, &opts.eps)?;
+            let s = LoadedSession::load(env, &path, &opts.eps, &opts.session)?;
             match g {
                 Graph::VisionEncoder => {
                     vision = Some(VisionEncoder::new(s, &config, processor.patch_dim())?)
@@ -142,7 +144,7 @@ impl Gemma4 {
     ) -> Result<(), Error> {
         let config: ModelConfig = read_json(&dir.file("config.json", "model config")?)?;
         let path = dir.graph(graph, dtype)?;
-        let s = LoadedSession::load(env, &path, &EpConfig::default())?;
+        let s = LoadedSession::load(env, &path, &EpConfig::default(), &SessionSettings::default())?;
         match graph {
             Graph::VisionEncoder => {
                 let processor =

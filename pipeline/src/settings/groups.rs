@@ -100,6 +100,9 @@ pub struct ModelOptions {
     /// (default 0).
     #[arg(long, env = "QUIRE_DEVICE_ID", value_name = "N")]
     pub device_id: Option<u16>,
+    /// Threads each ONNX Runtime session computes with (default: one per physical core).
+    #[arg(long, env = "QUIRE_THREADS", value_name = "N")]
+    pub threads: Option<usize>,
 }
 
 /// Generation (`run`, `watch`, `generate`).
@@ -345,6 +348,7 @@ pub const EXAMPLES: &[Example] = &[
     example("ep", "cpu,cpu"),
     example("ep_fallback", "true"),
     example("device_id", "1"),
+    example("threads", "8"),
     // GenerationOptions
     example("max_new_tokens", "99"),
     example("seed", "7"),

@@ -83,6 +83,7 @@ pub fn open_job(r: &JobSettings, provisioner: &Provisioner) -> Result<OpenedJob,
             dtype: r.dtype,
             eps: runtime.eps,
             text_only: false,
+            session: r.session,
         },
     )
     .map_err(|source| OpenJobError::Model {

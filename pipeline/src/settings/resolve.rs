@@ -13,6 +13,7 @@ use crate::run::task::Task;
 use crate::shard::Shard;
 use quire_exporters::formats::Format;
 use quire_onnx::ep::EpConfig;
+use quire_onnx::session::SessionSettings;
 use quire_onnx::gemma4::{Budget, DtypeSelection};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -29,6 +30,7 @@ pub struct JobSettings {
     pub budget: Budget,
     pub dtype: DtypeSelection,
     pub eps: EpConfig,
+    pub session: SessionSettings,
     pub workers: usize,
     pub formats: Vec<Format>,
     pub max_new_tokens: usize,
@@ -63,6 +65,7 @@ impl PartialEq for JobSettings {
             budget,
             dtype,
             eps,
+            session,
             workers,
             formats,
             max_new_tokens,
@@ -97,6 +100,7 @@ impl PartialEq for JobSettings {
             && *budget == other.budget
             && *dtype == other.dtype
             && *eps == other.eps
+            && *session == other.session
             && *workers == other.workers
             && *formats == other.formats
             && *max_new_tokens == other.max_new_tokens
@@ -154,6 +158,7 @@ pub struct GenerateSettings {
     pub budget: Budget,
     pub dtype: DtypeSelection,
     pub eps: EpConfig,
+    pub session: SessionSettings,
     pub max_new_tokens: usize,
     pub seed: Option<u64>,
     pub greedy: bool,
@@ -253,6 +258,7 @@ pub fn resolve_generate(args: GenerateSettingsArgs) -> Result<GenerateSettings, 
         budget: budget.budget(),
         dtype: model.dtype(),
         eps: model.eps()?,
+        session: model.session(),
         max_new_tokens: generation.max_new_tokens.unwrap_or(256),
         seed: generation.seed,
         greedy: generate.greedy.unwrap_or(false),
@@ -348,6 +354,7 @@ fn job_settings(args: JobSettingsArgs) -> Result<JobSettings, SettingsError> {
         budget: budget.budget(),
         dtype: model.dtype(),
         eps,
+        session: model.session(),
         workers: pages.workers()?.unwrap_or_else(default_workers),
         formats,
         max_new_tokens,
@@ -441,6 +448,15 @@ impl ModelOptions {
             fallback: self.ep_fallback.unwrap_or(false),
             device_id: self.device_id.unwrap_or(0).into(),
         })
+    }
+
+    /// How the sessions run: `--threads`, the rest as measured best
+    /// ([`SessionSettings::default`]).
+    pub fn session(&self) -> SessionSettings {
+        SessionSettings {
+            intra_threads: self.threads.unwrap_or(0),
+            ..SessionSettings::default()
+        }
     }
 }
 
