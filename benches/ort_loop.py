@@ -14,10 +14,13 @@ same tokens, and the greedy tokens of both are compared (a mismatch is an error)
 medians of vision ms, prefill tokens/s, decode ms/step, wall and minor page faults of each
 process, and quire's time outside ONNX Runtime (wall minus load, vision, prefill and decode).
 
+With `--pages N`, also end to end: `quire run` over a folder of N copies of the image against the
+loop over N pages one after another (see `end_to_end`).
+
     python3 -m venv /tmp/venv && /tmp/venv/bin/pip install -r onnx/export/requirements.txt
     cargo build --release
     /tmp/venv/bin/python benches/ort_loop.py --model DIR [--image PNG] [--budgets 70,280]
-        [--new-tokens 32] [--runs 3]
+        [--new-tokens 32] [--runs 3] [--pages 8]
 
 With `--loop` the script is the loop itself (one run, JSON on stdout); the driver calls it so
 that each process is measured alone.
@@ -37,63 +40,65 @@ QUIRE = ROOT / "target" / "release" / "quire"
 PROMPT = "Describe this image."
 
 
-def run_loop(a) -> dict:
-    """One generation with plain onnxruntime; timings and tokens as JSON."""
-    import numpy as np
+def load_sessions(model: str):
     import onnxruntime as ort
 
-    t0 = time.perf_counter()
-    d = Path(a.model)
-    cfg = json.loads((d / "config.json").read_text())
+    d = Path(model)
     so = ort.SessionOptions()
     so.log_severity_level = 3
     cpu = ["CPUExecutionProvider"]
-    vision = ort.InferenceSession(str(d / "onnx" / "vision_encoder.onnx"), so, providers=cpu)
-    embed = ort.InferenceSession(str(d / "onnx" / "embed_tokens.onnx"), so, providers=cpu)
-    decoder = ort.InferenceSession(str(d / "onnx" / "decoder_model_merged.onnx"), so, providers=cpu)
-    load_s = time.perf_counter() - t0
+    return {
+        "config": json.loads((d / "config.json").read_text()),
+        "vision": ort.InferenceSession(str(d / "onnx" / "vision_encoder.onnx"), so, providers=cpu),
+        "embed": ort.InferenceSession(str(d / "onnx" / "embed_tokens.onnx"), so, providers=cpu),
+        "decoder": ort.InferenceSession(str(d / "onnx" / "decoder_model_merged.onnx"), so, providers=cpu),
+    }
 
-    inputs = np.load(a.pixels)
-    pixel_values, positions = inputs["pixel_values"], inputs["pixel_position_ids"]
 
+def generate(m: dict, pixel_values, positions, input_ids: list[int], new_tokens: int, stop_ids: set) -> dict:
+    """One page: vision, prompt embedding with the image features scattered in, greedy decoding."""
+    import numpy as np
+
+    vision, embed, decoder = m["vision"], m["embed"], m["decoder"]
     t = time.perf_counter()
     features = vision.run(["image_features"], {"pixel_values": pixel_values, "pixel_position_ids": positions})[0]
     vision_s = time.perf_counter() - t
 
-    ids = np.array([a.input_ids], dtype=np.int64)
+    ids = np.array([input_ids], dtype=np.int64)
     t = time.perf_counter()
     emb, pli = embed.run(None, {"input_ids": ids})
-    mask = ids == cfg["image_token_id"]
+    mask = ids == m["config"]["image_token_id"]
     if mask.sum() != features.shape[0]:
         raise SystemExit(f"{mask.sum()} image tokens in the prompt, {features.shape[0]} features")
     emb[mask] = features.astype(emb.dtype)
-    past_inputs = [i for i in decoder.get_inputs() if i.name.startswith("past_key_values.")]
     past = {
         i.name: np.zeros((1, i.shape[1], 0, i.shape[3]), dtype=np.float16 if "16" in i.type else np.float32)
-        for i in past_inputs
+        for i in decoder.get_inputs()
+        if i.name.startswith("past_key_values.")
     }
     out_names = [o.name for o in decoder.get_outputs()]
     am = np.ones_like(ids)
     pos = np.arange(ids.shape[1], dtype=np.int64)[None]
-    tokens, step_s = [], []
-    for step in range(a.new_tokens):
+    tokens, step_s, prefill_s, nxt = [], [], 0.0, 0
+    for step in range(new_tokens):
         ts = time.perf_counter()
+        if step > 0:  # a step: the last token's embedding, then the decoder
+            emb, pli = embed.run(None, {"input_ids": np.array([[nxt]], dtype=np.int64)})
+            am = np.concatenate([am, np.ones((1, 1), dtype=np.int64)], axis=1)
+            pos = pos[:, -1:] + 1
         feed = {"inputs_embeds": emb, "per_layer_inputs": pli, "attention_mask": am, "position_ids": pos,
                 "num_logits_to_keep": np.array(1, dtype=np.int64), **past}
         res = dict(zip(out_names, decoder.run(None, feed)))
         nxt = int(res["logits"][0, -1].argmax())
+        if step == 0:
+            prefill_s = time.perf_counter() - t  # embed + scatter + first decoder run
+        else:
+            step_s.append(time.perf_counter() - ts)
+        if nxt in stop_ids:
+            break
         tokens.append(nxt)
         past = {n.replace("present.", "past_key_values."): v for n, v in res.items() if n.startswith("present.")}
-        emb, pli = embed.run(None, {"input_ids": np.array([[nxt]], dtype=np.int64)})
-        am = np.concatenate([am, np.ones((1, 1), dtype=np.int64)], axis=1)
-        pos = pos[:, -1:] + 1
-        dt = time.perf_counter() - ts
-        if step == 0:
-            prefill_s = dt + (ts - t)  # embed + scatter + first decoder run
-        else:
-            step_s.append(dt)
     return {
-        "load_s": load_s,
         "vision_s": vision_s,
         "prefill_s": prefill_s,
         "prompt_tokens": int(ids.shape[1]),
@@ -102,7 +107,27 @@ def run_loop(a) -> dict:
     }
 
 
-def run_child(cmd: list[str]) -> tuple[dict, float, int, float]:
+def run_loop(a) -> dict:
+    """`--loop`: one image (EOS ignored, as `quire generate --ignore-eos`), or `--pages N` pages one
+    after another, each stopping at EOS as `quire run` does."""
+    import numpy as np
+
+    t0 = time.perf_counter()
+    m = load_sessions(a.model)
+    load_s = time.perf_counter() - t0
+    inputs = np.load(a.pixels)
+    pixel_values, positions = inputs["pixel_values"], inputs["pixel_position_ids"]
+    if not a.pages:
+        return {"load_s": load_s, **generate(m, pixel_values, positions, a.input_ids, a.new_tokens, set())}
+    gen_cfg = json.loads((Path(a.model) / "generation_config.json").read_text())
+    eos = gen_cfg.get("eos_token_id", [])
+    stop = set(eos if isinstance(eos, list) else [eos])
+    pages = [generate(m, pixel_values, positions, a.input_ids, a.new_tokens, stop)["generated_ids"]
+             for _ in range(a.pages)]
+    return {"load_s": load_s, "pages": pages}
+
+
+def run_child(cmd: list[str], json_out: bool = True) -> tuple[dict, float, int, float]:
     """Runs `cmd` and reaps it with wait4, so the rusage is this child's alone."""
     t = time.perf_counter()
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -113,7 +138,7 @@ def run_child(cmd: list[str]) -> tuple[dict, float, int, float]:
     wall = time.perf_counter() - t
     if p.returncode != 0:
         raise SystemExit(f"{cmd[0]} failed ({p.returncode}):\n{err.decode(errors='replace')[-2000:]}")
-    data = json.loads(out.decode().strip().splitlines()[-1])
+    data = json.loads(out.decode().strip().splitlines()[-1]) if json_out else {}
     if "timings" in data:  # quire generate --json: timings in their own object
         data = {**data, **data["timings"]}
     return data, wall, usage.ru_minflt, usage.ru_maxrss / 1024
@@ -135,10 +160,10 @@ def write_pixels(a, budget: int, path: str) -> None:
              pixel_position_ids=bf["image_position_ids"].astype(np.int64))
 
 
-def quire_cmd(a, budget: int) -> list[str]:
+def quire_cmd(a, budget: int, ignore_eos: bool = True) -> list[str]:
     return [str(QUIRE), "generate", "--model", a.model, "--image", a.image, "--prompt", PROMPT,
-            "--budget", str(budget), "--max-new-tokens", str(a.new_tokens), "--ignore-eos", "--greedy",
-            "--json"] + (["--threads", str(a.threads)] if a.threads else [])
+            "--budget", str(budget), "--max-new-tokens", str(a.new_tokens), "--greedy", "--json"] + (
+        ["--ignore-eos"] if ignore_eos else []) + (["--threads", str(a.threads)] if a.threads else [])
 
 
 def loop_cmd(a, pixels: str, input_ids: list[int]) -> list[str]:
@@ -189,6 +214,48 @@ def drive(a, tmp: str) -> None:
             print(f"| {budget} | {name} | {s['vision_ms']:.1f} | {s['prefill_tok_s']:.0f} | {s['decode_ms']:.2f} "
                   f"| {s['wall_s']:.2f} | {s['faults']:.0f} | {s['rss_mib']:.0f} | {s['outside_ms']:.0f} |")
     print("greedy tokens identical in every run")
+    if a.pages:
+        end_to_end(a, tmp)
+
+
+def end_to_end(a, tmp: str) -> None:
+    """`quire run` over a folder of `--pages` page images against the loop over the same pages one
+    after another (its preprocessing done beforehand, once: in its favour). Same prompt, EOS
+    honoured by both; every page's output is checked against `quire generate`'s."""
+    budget = a.budgets[0]
+    pixels = os.path.join(tmp, f"pixels_{budget}.npz")
+    gen = run_child(quire_cmd(a, budget, ignore_eos=False))[0]
+    folder = os.path.join(tmp, "pages")
+    os.makedirs(folder, exist_ok=True)
+    image = Path(a.image).read_bytes()
+    for i in range(a.pages):
+        # Bytes after the image's end make each file distinct (no duplicate skipped), same pixels.
+        Path(folder, f"page{i:04}{Path(a.image).suffix}").write_bytes(image + i.to_bytes(4, "little"))
+    run_cmd = [str(QUIRE), "run", folder, "--model", a.model, "--budget", str(budget), "--task", "prompt",
+               "--prompt", PROMPT, "--max-new-tokens", str(a.new_tokens)] + (
+        ["--threads", str(a.threads)] if a.threads else [])
+    loop = loop_cmd(a, pixels, gen["input_ids"]) + ["--pages", str(a.pages)]
+    quire_runs, loop_runs = [], []
+    for r in range(a.runs):
+        out = os.path.join(tmp, f"out{r}")
+        quire_runs.append(run_child(run_cmd + ["--out", out], json_out=False))
+        texts = [json.loads(line)["text"] for line in Path(out, "results.jsonl").read_text().splitlines()]
+        bad = [t for t in texts if t.split("\n\n", 1)[-1] != gen["text"]]
+        if len(texts) != a.pages or bad:
+            raise SystemExit(f"quire run: {len(texts)} results, {len(bad)} differ from quire generate")
+        loop_runs.append(run_child(loop))
+        if any(p != gen["generated_ids"] for p in loop_runs[-1][0]["pages"]):
+            raise SystemExit("the loop's tokens differ from quire generate's")
+    q = statistics.median(r[1] for r in quire_runs)
+    l = statistics.median(r[1] for r in loop_runs)
+    print(f"\nend to end: {a.pages} pages at budget {budget}, up to {a.new_tokens} new tokens each, "
+          f"{a.runs} alternating runs, medians (wall includes loading)")
+    print("| program | wall s | pages/s | minor faults | peak RSS MiB |")
+    print("|---|---|---|---|---|")
+    for name, runs, wall in (("quire run", quire_runs, q), ("python loop", loop_runs, l)):
+        print(f"| {name} | {wall:.2f} | {a.pages / wall:.3f} | {statistics.median(r[2] for r in runs):.0f} "
+              f"| {statistics.median(r[3] for r in runs):.0f} |")
+    print(f"quire / loop pages/s: {l / q:.2f}x; every page's output identical to quire generate's")
 
 
 def main() -> None:
@@ -199,6 +266,8 @@ def main() -> None:
     ap.add_argument("--pixels", help="(--loop) the preprocessed image, .npz")
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--pages", type=int, default=0,
+                    help="also run end to end over this many pages (first budget); with --loop: be that loop")
     ap.add_argument("--threads", type=int, default=0, help="quire --threads (0: its default)")
     ap.add_argument("--loop", action="store_true", help="be the loop: one run, JSON on stdout")
     ap.add_argument("--input-ids")

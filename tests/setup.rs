@@ -108,7 +108,7 @@ fn check_loads_libraries_named_by_environment_variables() {
     );
     let t = text(&out);
     assert_eq!(out.status.code(), Some(0), "{t}");
-    assert!(t.contains("1.31.1") && t.contains("5.15.2"), "{t}");
+    assert!(t.contains("1.32.0") && t.contains("5.15.2"), "{t}");
     assert_eq!(t.matches("loaded").count(), 2, "{t}");
 
     // A variable naming a missing file is an error naming it.
