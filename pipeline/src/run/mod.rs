@@ -26,7 +26,9 @@ mod vision;
 pub use document::{Document, DocumentPage};
 pub use generate::{compile_constraint, CompileError};
 pub use preprocess::{BLANK_PAGE_WARNING, MAX_SHRINK, MIN_PIXELS_PER_INCH};
-pub use settings::{RunSettings, DEFAULT_BATCH_TOKENS, DEFAULT_VISION_PATCHES};
+pub use settings::{
+    RunSettings, DEFAULT_BATCH_TOKENS, DEFAULT_VISION_PATCHES, DEFAULT_VISION_PATCHES_CPU,
+};
 
 use crate::sources::Source;
 use crate::stage::StageReport;

@@ -142,7 +142,8 @@ pub struct JobOptions {
     /// Token budget of the decoder batch (rows × (cache + new tokens); default 16384).
     #[arg(long, env = "QUIRE_BATCH_TOKENS", value_name = "N")]
     pub batch_tokens: Option<usize>,
-    /// Patch budget of one vision encoder run (default 20160: 4 pages at budget 560).
+    /// Patch budget of one vision encoder run (default: 2520 on the CPU, one page at budget 280;
+    /// 20160 with a GPU provider first, 4 pages at budget 560).
     #[arg(long, env = "QUIRE_VISION_PATCHES", value_name = "N")]
     pub vision_patches: Option<usize>,
     /// Do not give the PDF text layer to the model.

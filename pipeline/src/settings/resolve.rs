@@ -12,7 +12,7 @@ use crate::images::ImageLimits;
 use crate::run::task::Task;
 use crate::shard::Shard;
 use quire_exporters::formats::Format;
-use quire_onnx::ep::EpConfig;
+use quire_onnx::ep::{EpConfig, Provider};
 use quire_onnx::session::SessionSettings;
 use quire_onnx::gemma4::{Budget, DtypeSelection};
 use serde::de::DeserializeOwned;
@@ -330,6 +330,10 @@ fn job_settings(args: JobSettingsArgs) -> Result<JobSettings, SettingsError> {
         .mode
         .map_or(quire_exporters::atomic::DEFAULT_MODE, |m| m.0);
     let eps = model.eps()?;
+    let vision_patches = job
+        .vision_patches
+        .unwrap_or_else(|| default_vision_patches(&eps))
+        .max(1);
     let max_new_tokens = generation.max_new_tokens.unwrap_or(512);
     if max_new_tokens == 0 {
         return Err(SettingsError::MaxNewTokens);
@@ -363,10 +367,7 @@ fn job_settings(args: JobSettingsArgs) -> Result<JobSettings, SettingsError> {
             .batch_tokens
             .unwrap_or(crate::run::DEFAULT_BATCH_TOKENS)
             .max(1),
-        vision_patches: job
-            .vision_patches
-            .unwrap_or(crate::run::DEFAULT_VISION_PATCHES)
-            .max(1),
+        vision_patches,
         text_anchor: !job.no_text_anchor.unwrap_or(false),
         skip_blank_pages: job.skip_blank_pages.unwrap_or(true),
         sampling: generation.seed,
@@ -414,6 +415,15 @@ fn check_formats_hold_result(task: &Task, formats: &[Format]) -> Result<(), Sett
         result,
         fits: fits.join(", "),
     })
+}
+
+/// `--vision-patches` when not given: small runs when the CPU is the first provider asked for,
+/// large ones on a device.
+pub fn default_vision_patches(eps: &EpConfig) -> usize {
+    match eps.providers.first() {
+        None | Some(Provider::Cpu) => crate::run::DEFAULT_VISION_PATCHES_CPU,
+        Some(_) => crate::run::DEFAULT_VISION_PATCHES,
+    }
 }
 
 /// PDF workers of a job when not given: one per core, at most 4.
