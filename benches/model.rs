@@ -305,7 +305,13 @@ fn main() {
     let mut m = load(&tiny);
     let all: Vec<Budget> = Budget::all().collect();
     vision_per_budget(&mut m, &img, &all, runs(5), "tiny model");
-    session_settings(load_with, &tiny, &img, Budget::try_from(280).unwrap(), runs(5));
+    session_settings(
+        load_with,
+        &tiny,
+        &img,
+        Budget::try_from(280).unwrap(),
+        runs(5),
+    );
     decode(&mut m, &img, runs(5));
     decode_paths(&mut m, &img, runs(5));
 

@@ -100,7 +100,7 @@ impl LoadedSession {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let mut builder = Session::builder(env)
-            .and_then(|b| settings.apply(b).map_err(Into::into))
+            .and_then(|b| settings.apply(b))
             .map_err(ort_err(format!("{graph}: session options")))?;
         let providers = eps.register(&mut builder, settings.cpu_arena)?;
         let session = builder

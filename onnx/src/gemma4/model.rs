@@ -144,7 +144,12 @@ impl Gemma4 {
     ) -> Result<(), Error> {
         let config: ModelConfig = read_json(&dir.file("config.json", "model config")?)?;
         let path = dir.graph(graph, dtype)?;
-        let s = LoadedSession::load(env, &path, &EpConfig::default(), &SessionSettings::default())?;
+        let s = LoadedSession::load(
+            env,
+            &path,
+            &EpConfig::default(),
+            &SessionSettings::default(),
+        )?;
         match graph {
             Graph::VisionEncoder => {
                 let processor =

@@ -81,6 +81,24 @@ mod tests {
     }
 
     #[test]
+    fn vision_runs_and_threads_follow_the_provider_and_the_flags() {
+        let base = ["in", "--out", "o", "--model", "m"];
+        let with = |extra: &[&str]| {
+            let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+            resolve(parse(&args)).unwrap()
+        };
+        let cpu = with(&[]);
+        assert_eq!(cpu.vision_patches, crate::run::DEFAULT_VISION_PATCHES_CPU);
+        assert_eq!(cpu.session, quire_onnx::session::SessionSettings::default());
+        let gpu = with(&["--ep", "cuda,cpu"]);
+        assert_eq!(gpu.vision_patches, crate::run::DEFAULT_VISION_PATCHES);
+        let given = with(&["--ep", "cuda", "--vision-patches", "630", "--threads", "3"]);
+        assert_eq!(given.vision_patches, 630);
+        assert_eq!(given.session.intra_threads, 3);
+        assert!(given.session.cpu_arena);
+    }
+
+    #[test]
     fn bad_settings_are_refused_with_what_to_do() {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("bad.toml");
