@@ -1,7 +1,7 @@
 //! Model benchmarks (not tests): vision encoder time per visual token budget and per-token
 //! decode time, on the committed tiny model and, when present, on a random model with the real
-//! E2B vision tower (`python onnx/export/quire_export.py big-vision DIR`, then
-//! `QUIRE_BIG_VISION=DIR`).
+//! E2B vision tower (`QUIRE_BIG_VISION=samples/models/e2b-vision-compact`, committed, or a
+//! directory made by `python onnx/export/quire_export.py big-vision DIR`).
 //!
 //! Run with `cargo bench --bench model`. Environment:
 //! * `QUIRE_BIG_VISION=DIR` — also time the E2B-sized vision tower.

@@ -18,7 +18,11 @@ verify OUT_DIR
     Re-run the reference cases with onnxruntime and compare with reference.json.
 big-vision OUT_DIR
     Random model with the real E2B vision tower dimensions and a small text model,
-    exported for vision benchmarking (not committed).
+    exported for vision benchmarking (670 MB; not committed: see compact).
+compact IN_DIR OUT_DIR
+    The same model directory with every large initializer stored as a small block and a
+    `Tile` node that ONNX Runtime constant-folds when the session loads: files of a few MB,
+    compute and memory of the full size once loaded (the weights repeat the block).
 
 See README.md next to this file.
 """
@@ -1632,6 +1636,105 @@ def cmd_big_vision(out_dir, seed=7, dtypes=("fp32",), log=print):
 
 
 # --------------------------------------------------------------------------------------
+# compact (real-size graphs in small files)
+# --------------------------------------------------------------------------------------
+
+COMPACT_MIN_ELEMENTS = 1 << 16  # smaller initializers stay as they are
+COMPACT_BLOCK = 64  # most elements per axis of a block
+
+
+def _block_dim(d: int) -> int:
+    """The largest divisor of d that is at most COMPACT_BLOCK."""
+    return max(b for b in range(1, min(d, COMPACT_BLOCK) + 1) if d % b == 0)
+
+
+def compact_graph(src: Path, dst: Path, seed: int = 0, log=print) -> dict:
+    """Writes `src` to `dst` with each initializer of at least COMPACT_MIN_ELEMENTS elements
+    replaced by a seeded block (its own dtype, values drawn like the original's: same mean and
+    spread) tiled to the full shape. Returns {initializers, bytes_before, bytes_after}."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(src), load_external_data=True)
+    g = model.graph
+    rng = np.random.default_rng(seed)
+    consumers = {n for node in g.node for n in node.input}
+    graph_inputs = {i.name for i in g.input}
+    kept, tiles, before, after, n = [], [], 0, 0, 0
+    for init in g.initializer:
+        arr = numpy_helper.to_array(init)
+        before += arr.nbytes
+        if arr.size < COMPACT_MIN_ELEMENTS or init.name in graph_inputs or init.name not in consumers:
+            kept.append(init)
+            after += arr.nbytes
+            continue
+        block_shape = tuple(_block_dim(d) for d in arr.shape)
+        if arr.dtype.kind == "f":
+            flat = arr.astype(np.float64).reshape(-1)
+            block = rng.normal(flat.mean(), flat.std() or 1e-3, size=block_shape).astype(arr.dtype)
+        else:  # packed quantized weights (uint8 nibbles, int8): a sample of the original's bytes
+            block = rng.choice(arr.reshape(-1), size=block_shape).astype(arr.dtype)
+        repeats = np.array([d // b for d, b in zip(arr.shape, block_shape)], dtype=np.int64)
+        kept.append(numpy_helper.from_array(block, init.name + "__block"))
+        kept.append(numpy_helper.from_array(repeats, init.name + "__repeats"))
+        tiles.append(helper.make_node("Tile", [init.name + "__block", init.name + "__repeats"], [init.name],
+                                      name=init.name + "__tile"))
+        after += block.nbytes + repeats.nbytes
+        n += 1
+    del g.initializer[:]
+    g.initializer.extend(kept)
+    nodes = list(g.node)
+    del g.node[:]
+    g.node.extend(tiles + nodes)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    for stale in (dst, dst.with_name(dst.name + "_data")):
+        stale.unlink(missing_ok=True)
+    onnx.save(model, str(dst))
+    log(f"  {src.name}: {n} initializers tiled, {before / 2**20:.1f} MiB -> {after / 2**20:.2f} MiB")
+    return {"initializers": n, "bytes_before": before, "bytes_after": after}
+
+
+def optimized_op_counts(path: Path) -> Counter:
+    """Node op types of the graph as ONNX Runtime runs it on the CPU (all optimisations)."""
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        so.add_session_config_entry("session.optimized_model_external_initializers_file_name", "optimized.data")
+        ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        m = onnx.load(str(Path(tmp) / "optimized.onnx"), load_external_data=False)
+        return Counter(n.op_type for n in m.graph.node)
+
+
+def cmd_compact(in_dir, out_dir, log=print):
+    """Copies the model directory `in_dir` to `out_dir` with compact graphs, and checks that
+    ONNX Runtime runs each compact graph with exactly the node types and counts of the original
+    (the tiles folded away at load)."""
+    in_dir, out_dir = Path(in_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for f in in_dir.iterdir():
+        if f.is_file():
+            shutil.copy2(f, out_dir / f.name)
+    report = {}
+    for src in sorted((in_dir / "onnx").glob("*.onnx")):
+        dst = out_dir / "onnx" / src.name
+        report[src.name] = compact_graph(src, dst, log=log)
+        original, compact = optimized_op_counts(src), optimized_op_counts(dst)
+        if original != compact:
+            raise SystemExit(f"{src.name}: the compact graph runs other nodes than the original:\n"
+                             f"  original {sorted(original.items())}\n  compact  {sorted(compact.items())}")
+        report[src.name]["optimized_nodes"] = sum(original.values())
+        log(f"  {src.name}: same {sum(original.values())} nodes after optimisation "
+            f"({len(original)} op types), no Tile left")
+    write_json(out_dir / "compact.json", report)
+    log(f"compact model written to {out_dir}")
+
+
+# --------------------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------------------
 
@@ -1657,6 +1760,9 @@ def main(argv=None):
     p = sub.add_parser("big-vision", help="random model with real E2B vision dims, for benchmarks")
     p.add_argument("out_dir")
     p.add_argument("--dtype", default="fp32")
+    p = sub.add_parser("compact", help="large initializers as tiled blocks (real size in small files)")
+    p.add_argument("in_dir")
+    p.add_argument("out_dir")
     a = ap.parse_args(argv)
     if a.cmd == "export":
         cmd_export(a.checkpoint_dir, a.out_dir, a.dtype.split(","))
@@ -1670,6 +1776,8 @@ def main(argv=None):
         cmd_check_dynamic(a.out_dir)
     elif a.cmd == "big-vision":
         cmd_big_vision(a.out_dir, dtypes=a.dtype.split(","))
+    elif a.cmd == "compact":
+        cmd_compact(a.in_dir, a.out_dir)
 
 
 if __name__ == "__main__":
