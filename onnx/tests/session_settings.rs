@@ -63,20 +63,17 @@ fn the_cpu_arena_and_thread_count_reach_onnx_runtime() {
 
     // Threads: each of the three sessions gets a pool of intra_threads - 1 workers (the
     // calling thread is the last).
-    let before = threads();
-    let m = load(SessionSettings {
-        intra_threads: 4,
-        ..SessionSettings::default()
-    });
-    let with_four = threads() - before;
-    drop(m);
-    let before = threads();
-    let m = load(SessionSettings {
-        intra_threads: 1,
-        ..SessionSettings::default()
-    });
-    let with_one = threads() - before;
-    drop(m);
+    let threads_started_by_loading = |intra_threads: usize| {
+        let before = threads();
+        let m = load(SessionSettings {
+            intra_threads,
+            ..SessionSettings::default()
+        });
+        let started = threads() - before;
+        drop(m);
+        started
+    };
+    let (with_four, with_one) = (threads_started_by_loading(4), threads_started_by_loading(1));
     assert_eq!(
         (with_four, with_one),
         (9, 0),
