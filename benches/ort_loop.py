@@ -20,7 +20,7 @@ loop over N pages one after another (see `end_to_end`).
     python3 -m venv /tmp/venv && /tmp/venv/bin/pip install -r onnx/export/requirements.txt
     cargo build --release
     /tmp/venv/bin/python benches/ort_loop.py --model DIR [--image PNG] [--budgets 70,280]
-        [--new-tokens 32] [--runs 3] [--pages 8]
+        [--new-tokens 32] [--runs 3] [--pages 8] [--text-dtype q4]
 
 With `--loop` the script is the loop itself (one run, JSON on stdout); the driver calls it so
 that each process is measured alone.
@@ -40,18 +40,19 @@ QUIRE = ROOT / "target" / "release" / "quire"
 PROMPT = "Describe this image."
 
 
-def load_sessions(model: str):
+def load_sessions(model: str, text_dtype: str = "fp32"):
     import onnxruntime as ort
 
     d = Path(model)
+    suffix = "" if text_dtype == "fp32" else f"_{text_dtype}"
     so = ort.SessionOptions()
     so.log_severity_level = 3
     cpu = ["CPUExecutionProvider"]
     return {
         "config": json.loads((d / "config.json").read_text()),
         "vision": ort.InferenceSession(str(d / "onnx" / "vision_encoder.onnx"), so, providers=cpu),
-        "embed": ort.InferenceSession(str(d / "onnx" / "embed_tokens.onnx"), so, providers=cpu),
-        "decoder": ort.InferenceSession(str(d / "onnx" / "decoder_model_merged.onnx"), so, providers=cpu),
+        "embed": ort.InferenceSession(str(d / "onnx" / f"embed_tokens{suffix}.onnx"), so, providers=cpu),
+        "decoder": ort.InferenceSession(str(d / "onnx" / f"decoder_model_merged{suffix}.onnx"), so, providers=cpu),
     }
 
 
@@ -113,7 +114,7 @@ def run_loop(a) -> dict:
     import numpy as np
 
     t0 = time.perf_counter()
-    m = load_sessions(a.model)
+    m = load_sessions(a.model, a.text_dtype)
     load_s = time.perf_counter() - t0
     inputs = np.load(a.pixels)
     pixel_values, positions = inputs["pixel_values"], inputs["pixel_position_ids"]
@@ -163,12 +164,17 @@ def write_pixels(a, budget: int, path: str) -> None:
 def quire_cmd(a, budget: int, ignore_eos: bool = True) -> list[str]:
     return [str(QUIRE), "generate", "--model", a.model, "--image", a.image, "--prompt", PROMPT,
             "--budget", str(budget), "--max-new-tokens", str(a.new_tokens), "--greedy", "--json"] + (
-        ["--ignore-eos"] if ignore_eos else []) + (["--threads", str(a.threads)] if a.threads else [])
+        ["--ignore-eos"] if ignore_eos else []) + common_flags(a)
+
+
+def common_flags(a) -> list[str]:
+    return (["--threads", str(a.threads)] if a.threads else []) + (
+        ["--dtype", f"{a.text_dtype},vision=fp32"] if a.text_dtype != "fp32" else [])
 
 
 def loop_cmd(a, pixels: str, input_ids: list[int]) -> list[str]:
     return [sys.executable, __file__, "--loop", "--model", a.model, "--pixels", pixels,
-            "--new-tokens", str(a.new_tokens), "--input-ids", json.dumps(input_ids)]
+            "--new-tokens", str(a.new_tokens), "--input-ids", json.dumps(input_ids), "--text-dtype", a.text_dtype]
 
 
 def summary(runs: list[tuple[dict, float, int, float]]) -> dict:
@@ -187,7 +193,7 @@ def summary(runs: list[tuple[dict, float, int, float]]) -> dict:
 
 
 def drive(a, tmp: str) -> None:
-    print(f"model {a.model}, image {a.image}, {a.new_tokens} new tokens, {a.runs} alternating runs "
+    print(f"model {a.model} (text {a.text_dtype}), image {a.image}, {a.new_tokens} new tokens, {a.runs} alternating runs "
           f"after a warm-up, medians")
     print("| budget | program | vision ms | prefill tok/s | decode ms/step | wall s | minor faults | peak RSS MiB "
           "| outside the graphs ms |")
@@ -232,8 +238,7 @@ def end_to_end(a, tmp: str) -> None:
         # Bytes after the image's end make each file distinct (no duplicate skipped), same pixels.
         Path(folder, f"page{i:04}{Path(a.image).suffix}").write_bytes(image + i.to_bytes(4, "little"))
     run_cmd = [str(QUIRE), "run", folder, "--model", a.model, "--budget", str(budget), "--task", "prompt",
-               "--prompt", PROMPT, "--max-new-tokens", str(a.new_tokens)] + (
-        ["--threads", str(a.threads)] if a.threads else [])
+               "--prompt", PROMPT, "--max-new-tokens", str(a.new_tokens)] + common_flags(a)
     loop = loop_cmd(a, pixels, gen["input_ids"]) + ["--pages", str(a.pages)]
     quire_runs, loop_runs = [], []
     for r in range(a.runs):
@@ -269,6 +274,8 @@ def main() -> None:
     ap.add_argument("--pages", type=int, default=0,
                     help="also run end to end over this many pages (first budget); with --loop: be that loop")
     ap.add_argument("--threads", type=int, default=0, help="quire --threads (0: its default)")
+    ap.add_argument("--text-dtype", default="fp32",
+                    help="embed_tokens and decoder variant (q4: the _q4 graphs; vision stays fp32)")
     ap.add_argument("--loop", action="store_true", help="be the loop: one run, JSON on stdout")
     ap.add_argument("--input-ids")
     ap.add_argument("--write-pixels", metavar="NPZ", help="preprocess the image at --budgets into NPZ")

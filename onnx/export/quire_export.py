@@ -30,6 +30,7 @@ See README.md next to this file.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import math
@@ -377,21 +378,87 @@ def _io_summary(path: Path):
     return {"inputs": [one(v) for v in m.graph.input], "outputs": [one(v) for v in m.graph.output]}
 
 
-def export_model(model, out_dir: Path, dtypes=("fp32", "fp16"), external=True, opset=17, log=print):
-    """Export the three graphs of `model` (fp32 torch module) for each dtype.
-    NOTE: converts `model` in place (fp32 first, then fp16)."""
+def graph_specs(m, tdtype, gen):
+    """The three graphs of the torch model `m` (already in `tdtype`) as
+    (file base, wrapper module, example args, input names, output names, dynamic axes).
+    Example inputs are drawn from `gen` in a fixed order."""
     torch = _lazy_torch()
     VisionEncoder, EmbedTokens, Decoder = _build_wrappers()
-    onnx_dir = out_dir / "onnx"
-    onnx_dir.mkdir(parents=True, exist_ok=True)
-    cfg = model.config
+    cfg = m.config
     tcfg = cfg.get_text_config()
     vcfg = cfg.vision_config
     H = tcfg.hidden_size
     L = tcfg.num_hidden_layers
     ple = tcfg.hidden_size_per_layer_input
-    kv_layers = [i for i, m in enumerate(tcfg.kv_sharing_modes) if m != "reuse"]
+    kv_layers = [i for i, mode in enumerate(tcfg.kv_sharing_modes) if mode != "reuse"]
     per_layer_cfg = tcfg.per_layer_config
+    specs = []
+
+    if vcfg is not None:
+        k2 = vcfg.pooling_kernel_size**2
+        # 2 images, 18 patch slots: image 0 = 3x3 grid + 9 pads, image 1 = 6x3 grid
+        pos0 = [[x, y] for y in range(3) for x in range(3)] + [[-1, -1]] * 9
+        pos1 = [[x, y] for y in range(3) for x in range(6)]
+        pid = torch.tensor([pos0, pos1], dtype=torch.int64)
+        pv = torch.rand(2, 2 * k2, 3 * vcfg.patch_size**2, generator=gen, dtype=torch.float32)
+        pv[0, 9:] = 0
+        specs.append((
+            "vision_encoder", VisionEncoder(m).eval(), (pv, pid),
+            ["pixel_values", "pixel_position_ids"], ["image_features"],
+            {
+                "pixel_values": {0: "num_images", 1: "max_patches"},
+                "pixel_position_ids": {0: "num_images", 1: "max_patches"},
+                "image_features": {0: "total_soft_tokens"},
+            },
+        ))
+
+    ids = torch.randint(0, tcfg.vocab_size, (2, 3), generator=gen, dtype=torch.int64)
+    specs.append((
+        "embed_tokens", EmbedTokens(m).eval(), (ids,),
+        ["input_ids"], ["inputs_embeds", "per_layer_inputs"],
+        {
+            "input_ids": {0: "batch_size", 1: "sequence_length"},
+            "inputs_embeds": {0: "batch_size", 1: "sequence_length"},
+            "per_layer_inputs": {0: "batch_size", 1: "sequence_length"},
+        },
+    ))
+
+    B, S, P = 2, 3, 5
+    emb = torch.randn(B, S, H, generator=gen).to(tdtype)
+    pli = torch.randn(B, S, L, ple, generator=gen).to(tdtype)
+    am = torch.ones(B, P + S, dtype=torch.int64)
+    am[1, :2] = 0
+    pos = torch.arange(P, P + S, dtype=torch.int64).unsqueeze(0).repeat(B, 1)
+    keep = torch.tensor(2, dtype=torch.int64)
+    past = []
+    in_names = ["inputs_embeds", "per_layer_inputs", "attention_mask", "position_ids", "num_logits_to_keep"]
+    out_names = ["logits"]
+    dyn = {
+        "inputs_embeds": {0: "batch_size", 1: "sequence_length"},
+        "per_layer_inputs": {0: "batch_size", 1: "sequence_length"},
+        "attention_mask": {0: "batch_size", 1: "total_sequence_length"},
+        "position_ids": {0: "batch_size", 1: "sequence_length"},
+        "logits": {0: "batch_size", 1: "num_logits"},
+    }
+    for li in kv_layers:
+        lc = per_layer_cfg[li]
+        for kv in ("key", "value"):
+            past.append(torch.randn(B, lc.num_key_value_heads, P, lc.head_dim, generator=gen).to(tdtype))
+            in_names.append(f"past_key_values.{li}.{kv}")
+            out_names.append(f"present.{li}.{kv}")
+            dyn[f"past_key_values.{li}.{kv}"] = {0: "batch_size", 2: "past_sequence_length"}
+            dyn[f"present.{li}.{kv}"] = {0: "batch_size", 2: "total_sequence_length"}
+    specs.append(("decoder_model_merged", Decoder(m).eval(), (emb, pli, am, pos, keep, *past),
+                  in_names, out_names, dyn))
+    return specs
+
+
+def export_model(model, out_dir: Path, dtypes=("fp32", "fp16"), external=True, opset=17, log=print):
+    """Export the three graphs of `model` (fp32 torch module) for each dtype.
+    NOTE: converts `model` in place (fp32 first, then fp16)."""
+    torch = _lazy_torch()
+    onnx_dir = out_dir / "onnx"
+    onnx_dir.mkdir(parents=True, exist_ok=True)
     written = []
 
     for dt in [d for d in ("fp32", "fp16") if d in dtypes]:
@@ -401,103 +468,19 @@ def export_model(model, out_dir: Path, dtypes=("fp32", "fp16"), external=True, o
         # the caller's model ends up in the last exported dtype.
         m = model.to(tdtype).eval()
         gen = torch.Generator().manual_seed(1234)
-
-        # ---------------- vision ----------------
-        if vcfg is not None:
-            k2 = vcfg.pooling_kernel_size**2
-            # 2 images, 18 patch slots: image 0 = 3x3 grid + 9 pads, image 1 = 6x3 grid
-            pos0 = [[x, y] for y in range(3) for x in range(3)] + [[-1, -1]] * 9
-            pos1 = [[x, y] for y in range(3) for x in range(6)]
-            pid = torch.tensor([pos0, pos1], dtype=torch.int64)
-            pv = torch.rand(2, 2 * k2, 3 * vcfg.patch_size**2, generator=gen, dtype=torch.float32)
-            pv[0, 9:] = 0
-            ve = VisionEncoder(m).eval()
-            tmp = Path(tempfile.mkdtemp()) / "v.onnx"
+        for base, wrapper, args, in_names, out_names, dyn in graph_specs(m, tdtype, gen):
+            tmp = Path(tempfile.mkdtemp()) / "g.onnx"
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 torch.onnx.export(
-                    ve, (pv, pid), str(tmp), dynamo=False, opset_version=opset,
-                    input_names=["pixel_values", "pixel_position_ids"], output_names=["image_features"],
-                    dynamic_axes={
-                        "pixel_values": {0: "num_images", 1: "max_patches"},
-                        "pixel_position_ids": {0: "num_images", 1: "max_patches"},
-                        "image_features": {0: "total_soft_tokens"},
-                    },
+                    wrapper, args, str(tmp), dynamo=False, opset_version=opset,
+                    input_names=in_names, output_names=out_names, dynamic_axes=dyn,
                 )
-            out = onnx_dir / f"vision_encoder{suffix}.onnx"
-            _finalize_onnx(tmp, out, external, {
-                "pixel_values": {0: "num_images", 1: "max_patches"},
-                "pixel_position_ids": {0: "num_images", 1: "max_patches"},
-                "image_features": {0: "total_soft_tokens"},
-            })
+            out = onnx_dir / f"{base}{suffix}.onnx"
+            _finalize_onnx(tmp, out, external, dyn)
             shutil.rmtree(tmp.parent)
             written.append(out)
             log(f"  wrote {out}")
-
-        # ---------------- embed_tokens ----------------
-        ids = torch.randint(0, tcfg.vocab_size, (2, 3), generator=gen, dtype=torch.int64)
-        et = EmbedTokens(m).eval()
-        tmp = Path(tempfile.mkdtemp()) / "e.onnx"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                et, (ids,), str(tmp), dynamo=False, opset_version=opset,
-                input_names=["input_ids"], output_names=["inputs_embeds", "per_layer_inputs"],
-                dynamic_axes={
-                    "input_ids": {0: "batch_size", 1: "sequence_length"},
-                    "inputs_embeds": {0: "batch_size", 1: "sequence_length"},
-                    "per_layer_inputs": {0: "batch_size", 1: "sequence_length"},
-                },
-            )
-        out = onnx_dir / f"embed_tokens{suffix}.onnx"
-        _finalize_onnx(tmp, out, external, {
-            "input_ids": {0: "batch_size", 1: "sequence_length"},
-            "inputs_embeds": {0: "batch_size", 1: "sequence_length"},
-            "per_layer_inputs": {0: "batch_size", 1: "sequence_length"},
-        })
-        shutil.rmtree(tmp.parent)
-        written.append(out)
-        log(f"  wrote {out}")
-
-        # ---------------- decoder ----------------
-        B, S, P = 2, 3, 5
-        emb = torch.randn(B, S, H, generator=gen).to(tdtype)
-        pli = torch.randn(B, S, L, ple, generator=gen).to(tdtype)
-        am = torch.ones(B, P + S, dtype=torch.int64)
-        am[1, :2] = 0
-        pos = torch.arange(P, P + S, dtype=torch.int64).unsqueeze(0).repeat(B, 1)
-        keep = torch.tensor(2, dtype=torch.int64)
-        past = []
-        in_names = ["inputs_embeds", "per_layer_inputs", "attention_mask", "position_ids", "num_logits_to_keep"]
-        out_names = ["logits"]
-        dyn = {
-            "inputs_embeds": {0: "batch_size", 1: "sequence_length"},
-            "per_layer_inputs": {0: "batch_size", 1: "sequence_length"},
-            "attention_mask": {0: "batch_size", 1: "total_sequence_length"},
-            "position_ids": {0: "batch_size", 1: "sequence_length"},
-            "logits": {0: "batch_size", 1: "num_logits"},
-        }
-        for li in kv_layers:
-            lc = per_layer_cfg[li]
-            for kv in ("key", "value"):
-                past.append(torch.randn(B, lc.num_key_value_heads, P, lc.head_dim, generator=gen).to(tdtype))
-                in_names.append(f"past_key_values.{li}.{kv}")
-                out_names.append(f"present.{li}.{kv}")
-                dyn[f"past_key_values.{li}.{kv}"] = {0: "batch_size", 2: "past_sequence_length"}
-                dyn[f"present.{li}.{kv}"] = {0: "batch_size", 2: "total_sequence_length"}
-        dec = Decoder(m).eval()
-        tmp = Path(tempfile.mkdtemp()) / "d.onnx"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                dec, (emb, pli, am, pos, keep, *past), str(tmp), dynamo=False, opset_version=opset,
-                input_names=in_names, output_names=out_names, dynamic_axes=dyn,
-            )
-        out = onnx_dir / f"decoder_model_merged{suffix}.onnx"
-        _finalize_onnx(tmp, out, external, dyn)
-        shutil.rmtree(tmp.parent)
-        written.append(out)
-        log(f"  wrote {out}")
     return written
 
 
@@ -737,7 +720,9 @@ def train_bpe(text: str, n_merges: int, alphabet: set[str]):
     return merges
 
 
-def build_tiny_tokenizer(out_dir: Path):
+def build_tiny_tokenizer(out_dir: Path, vocab_size: int = TINY_VOCAB):
+    """The tiny BPE tokenizer; a larger `vocab_size` pads it with plain `<unusedN>` pieces
+    (decodable, never produced by encoding) so that every logit has a token."""
     from tokenizers import AddedToken, Tokenizer, decoders, normalizers, pre_tokenizers, processors
     from tokenizers.models import BPE
 
@@ -784,6 +769,9 @@ def build_tiny_tokenizer(out_dir: Path):
         unused += 1
         nxt += 1
     assert sorted(vocab.values()) == list(range(TINY_VOCAB)), "vocab ids must be 0..1023"
+    for i in range(TINY_VOCAB, vocab_size):
+        vocab[f"<unused{unused}>"] = i
+        unused += 1
 
     tok = Tokenizer(BPE(vocab=vocab, merges=final_merges, unk_token="<unk>", fuse_unk=True, byte_fallback=True,
                         dropout=None))
@@ -829,7 +817,7 @@ def build_tiny_tokenizer(out_dir: Path):
     return vocab
 
 
-def tiny_config():
+def tiny_config(text_overrides=None):
     from transformers import Gemma4Config
 
     text_config = dict(
@@ -860,6 +848,7 @@ def tiny_config():
             "full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.25, "rope_theta": 1000000.0},
         },
     )
+    text_config.update(text_overrides or {})
     vision_config = dict(
         hidden_size=32,
         intermediate_size=64,
@@ -897,6 +886,56 @@ EMBED_STD = 0.15
 QK_NORM_SCALE = 0.5
 
 
+def _param_values(name: str, shape, gen, draw=None):
+    """Random values for the parameter `name` of `shape` (the rules below); `draw` (a
+    smaller shape) draws only that many values with the same distribution."""
+    torch = _lazy_torch()
+    draw = tuple(shape) if draw is None else tuple(draw)
+    if name.endswith("norm.weight") or "layernorm" in name or "_norm" in name:
+        w = torch.rand(draw, generator=gen) + 0.5  # U(0.5, 1.5)
+        # Scale choices keep the random model out of the "copy the last token"
+        # regime of tied embeddings; the final soft-cap still matters (|logit|
+        # up to ~5, capping moves the top logit by ~0.05): post-sublayer norms x2 (see POST_NORM_SCALE).
+        if "post_" in name:
+            w = w * POST_NORM_SCALE
+        if "q_norm" in name or "k_norm" in name:
+            # attention scaling is 1.0 in Gemma 4: keep q.k moderate so the softmax is
+            # not so sharp that fp32 kernel differences (torch vs onnxruntime) grow
+            # past the 1e-5 / 1e-4 parity tolerances
+            w = w * QK_NORM_SCALE
+        if name == "model.language_model.norm.weight":
+            w = w * 1.0
+        return w
+    if "position_embedding_table" in name:
+        return torch.randn(draw, generator=gen) * 0.5
+    if "embed_tokens_per_layer" in name:
+        return torch.randn(draw, generator=gen) * 0.5
+    if "embed_tokens" in name:
+        return torch.randn(draw, generator=gen) * EMBED_STD
+    if len(shape) == 2:
+        return torch.randn(draw, generator=gen) / math.sqrt(shape[1])
+    return torch.randn(draw, generator=gen) * 0.1
+
+
+def _randomize_buffers(model, gen):
+    for name, b in sorted(model.named_buffers(), key=lambda kv: kv[0]):
+        leaf = name.rsplit(".", 1)[-1]
+        if leaf == "layer_scalar":
+            b.copy_(torch_rand(b.shape, gen) * 0.5 + 0.5)
+        elif leaf in ("input_min", "output_min"):
+            b.copy_(-(torch_rand(b.shape, gen) * 1.5 + 1.0))  # [-2.5, -1.0]
+        elif leaf in ("input_max", "output_max"):
+            b.copy_(torch_rand(b.shape, gen) * 1.5 + 1.0)
+        elif leaf == "std_bias":
+            b.copy_(_lazy_torch().randn(b.shape, generator=gen) * 0.5)
+        elif leaf == "std_scale":
+            b.copy_(torch_rand(b.shape, gen) + 0.5)
+
+
+def torch_rand(shape, gen):
+    return _lazy_torch().rand(shape, generator=gen)
+
+
 def randomize_model(model, seed: int):
     """Deterministically randomise every parameter and every persistent buffer that
     transformers initialises to a constant (norm weights, layer scalars, 2-D position
@@ -910,44 +949,8 @@ def randomize_model(model, seed: int):
             if id(p) in seen:
                 continue
             seen.add(id(p))
-            if name.endswith("norm.weight") or "layernorm" in name or "_norm" in name:
-                w = torch.rand(p.shape, generator=gen) + 0.5  # U(0.5, 1.5)
-                # Scale choices keep the random model out of the "copy the last token"
-                # regime of tied embeddings; the final soft-cap still matters (|logit|
-                # up to ~5, capping moves the top logit by ~0.05): post-sublayer norms x2 (see POST_NORM_SCALE).
-                if "post_" in name:
-                    w = w * POST_NORM_SCALE
-                if "q_norm" in name or "k_norm" in name:
-                    # attention scaling is 1.0 in Gemma 4: keep q.k moderate so the softmax is
-                    # not so sharp that fp32 kernel differences (torch vs onnxruntime) grow
-                    # past the 1e-5 / 1e-4 parity tolerances
-                    w = w * QK_NORM_SCALE
-                if name == "model.language_model.norm.weight":
-                    w = w * 1.0
-                p.copy_(w)
-            elif "position_embedding_table" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
-            elif "embed_tokens_per_layer" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
-            elif "embed_tokens" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * EMBED_STD)
-            elif p.dim() == 2:
-                fan_in = p.shape[1]
-                p.copy_(torch.randn(p.shape, generator=gen) / math.sqrt(fan_in))
-            else:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
-        for name, b in sorted(model.named_buffers(), key=lambda kv: kv[0]):
-            leaf = name.rsplit(".", 1)[-1]
-            if leaf == "layer_scalar":
-                b.copy_(torch.rand(b.shape, generator=gen) * 0.5 + 0.5)
-            elif leaf in ("input_min", "output_min"):
-                b.copy_(-(torch.rand(b.shape, generator=gen) * 1.5 + 1.0))  # [-2.5, -1.0]
-            elif leaf in ("input_max", "output_max"):
-                b.copy_(torch.rand(b.shape, generator=gen) * 1.5 + 1.0)
-            elif leaf == "std_bias":
-                b.copy_(torch.randn(b.shape, generator=gen) * 0.5)
-            elif leaf == "std_scale":
-                b.copy_(torch.rand(b.shape, generator=gen) + 0.5)
+            p.copy_(_param_values(name, p.shape, gen))
+        _randomize_buffers(model, gen)
     return model
 
 
@@ -1648,12 +1651,44 @@ def _block_dim(d: int) -> int:
     return max(b for b in range(1, min(d, COMPACT_BLOCK) + 1) if d % b == 0)
 
 
+def _tiled(name: str, shape, dtype, rng, mean=0.0, std=1e-3, sample=None):
+    """A seeded block of `dtype` (values N(mean, std), or drawn from `sample` for integer
+    weights) and the `Tile` node that makes the initializer `name` of `shape` from it:
+    (block initializer, repeats initializer, node)."""
+    from onnx import helper, numpy_helper
+
+    block_shape = tuple(_block_dim(d) for d in shape)
+    if sample is None:
+        block = rng.normal(mean, std or 1e-3, size=block_shape).astype(dtype)
+    else:  # packed quantized weights (uint8 nibbles, int8): a sample of the original's bytes
+        block = rng.choice(sample, size=block_shape).astype(dtype)
+    repeats = np.array([d // b for d, b in zip(shape, block_shape)], dtype=np.int64)
+    return (numpy_helper.from_array(block, name + "__block"),
+            numpy_helper.from_array(repeats, name + "__repeats"),
+            helper.make_node("Tile", [name + "__block", name + "__repeats"], [name], name=name + "__tile"))
+
+
+def _save_compact(model, tiles, kept, dst: Path):
+    g = model.graph
+    del g.initializer[:]
+    g.initializer.extend(kept)
+    nodes = list(g.node)
+    del g.node[:]
+    g.node.extend(tiles + nodes)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    for stale in (dst, dst.with_name(dst.name + "_data")):
+        stale.unlink(missing_ok=True)
+    import onnx
+
+    onnx.save(model, str(dst))
+
+
 def compact_graph(src: Path, dst: Path, seed: int = 0, log=print) -> dict:
     """Writes `src` to `dst` with each initializer of at least COMPACT_MIN_ELEMENTS elements
     replaced by a seeded block (its own dtype, values drawn like the original's: same mean and
     spread) tiled to the full shape. Returns {initializers, bytes_before, bytes_after}."""
     import onnx
-    from onnx import helper, numpy_helper
+    from onnx import numpy_helper
 
     model = onnx.load(str(src), load_external_data=True)
     g = model.graph
@@ -1668,28 +1703,16 @@ def compact_graph(src: Path, dst: Path, seed: int = 0, log=print) -> dict:
             kept.append(init)
             after += arr.nbytes
             continue
-        block_shape = tuple(_block_dim(d) for d in arr.shape)
         if arr.dtype.kind == "f":
             flat = arr.astype(np.float64).reshape(-1)
-            block = rng.normal(flat.mean(), flat.std() or 1e-3, size=block_shape).astype(arr.dtype)
-        else:  # packed quantized weights (uint8 nibbles, int8): a sample of the original's bytes
-            block = rng.choice(arr.reshape(-1), size=block_shape).astype(arr.dtype)
-        repeats = np.array([d // b for d, b in zip(arr.shape, block_shape)], dtype=np.int64)
-        kept.append(numpy_helper.from_array(block, init.name + "__block"))
-        kept.append(numpy_helper.from_array(repeats, init.name + "__repeats"))
-        tiles.append(helper.make_node("Tile", [init.name + "__block", init.name + "__repeats"], [init.name],
-                                      name=init.name + "__tile"))
-        after += block.nbytes + repeats.nbytes
+            block, repeats, tile = _tiled(init.name, arr.shape, arr.dtype, rng, flat.mean(), flat.std())
+        else:
+            block, repeats, tile = _tiled(init.name, arr.shape, arr.dtype, rng, sample=arr.reshape(-1))
+        kept += [block, repeats]
+        tiles.append(tile)
+        after += numpy_helper.to_array(block).nbytes + numpy_helper.to_array(repeats).nbytes
         n += 1
-    del g.initializer[:]
-    g.initializer.extend(kept)
-    nodes = list(g.node)
-    del g.node[:]
-    g.node.extend(tiles + nodes)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    for stale in (dst, dst.with_name(dst.name + "_data")):
-        stale.unlink(missing_ok=True)
-    onnx.save(model, str(dst))
+    _save_compact(model, tiles, kept, dst)
     log(f"  {src.name}: {n} initializers tiled, {before / 2**20:.1f} MiB -> {after / 2**20:.2f} MiB")
     return {"initializers": n, "bytes_before": before, "bytes_after": after}
 
@@ -1735,6 +1758,453 @@ def cmd_compact(in_dir, out_dir, log=print):
 
 
 # --------------------------------------------------------------------------------------
+# real size straight from torch (full-size weights never in memory nor on disk)
+# --------------------------------------------------------------------------------------
+
+E2B_VOCAB = 262144
+
+
+def e2b_config():
+    """The real E2B text dimensions (shared/docs/gemma4-onnx-contract.md section 7) and the
+    real E2B vision tower (big_vision_config); the tiny model's special token ids and
+    tokenizer, padded to the real vocabulary."""
+    from transformers import Gemma4Config
+
+    cfg = tiny_config(text_overrides=dict(
+        vocab_size=E2B_VOCAB,
+        vocab_size_per_layer_input=E2B_VOCAB,
+        hidden_size=1536,
+        intermediate_size=6144,
+        num_hidden_layers=35,
+        layer_types=(["sliding_attention"] * 4 + ["full_attention"]) * 7,
+        num_attention_heads=8,
+        num_key_value_heads=1,
+        head_dim=256,
+        global_head_dim=512,
+        sliding_window=512,
+        hidden_size_per_layer_input=256,
+        num_kv_shared_layers=20,
+        max_position_embeddings=131072,
+    ))
+    vision = big_vision_config().vision_config.to_dict()
+    cfg = cfg.to_dict()
+    cfg["vision_config"] = vision
+    return Gemma4Config.from_dict(cfg)
+
+
+@contextlib.contextmanager
+def params_on_meta():
+    """Modules built inside get their parameters on the meta device (no memory); buffers
+    (rope frequencies, layer scalars, clip bounds) stay real."""
+    from torch import nn
+
+    register = nn.Module.register_parameter
+
+    def on_meta(self, name, param):
+        if param is not None and param.device.type != "meta":
+            param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        register(self, name, param)
+
+    nn.Module.register_parameter = on_meta
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register
+
+
+def _distinct(t):
+    """The values of `t` without its stride-0 (expanded) axes."""
+    return t[tuple(slice(0, 1) if st == 0 and n > 1 else slice(None) for n, st in zip(t.shape, t.stride()))]
+
+
+def cheap_random_params(model, gen, min_elements=COMPACT_MIN_ELEMENTS):
+    """Real parameters for a model built under params_on_meta: small ones get
+    randomize_model's values; large ones one random row (same distribution) expanded to the
+    full shape, which costs no memory. Only their mean and spread reach a compact graph."""
+    torch = _lazy_torch()
+    from torch import nn
+
+    names = {id(p): n for n, p in model.named_parameters()}
+    made = {}
+    with torch.no_grad():
+        for module in model.modules():
+            for key, p in list(module._parameters.items()):
+                if p is None:
+                    continue
+                if id(p) not in made:
+                    shape = tuple(p.shape)
+                    if math.prod(shape) < min_elements:
+                        v = _param_values(names[id(p)], shape, gen)
+                    else:
+                        v = _param_values(names[id(p)], shape, gen, draw=shape[-1:]).expand(shape)
+                    made[id(p)] = nn.Parameter(v, requires_grad=False)
+                module._parameters[key] = made[id(p)]
+        _randomize_buffers(model, gen)
+    return model
+
+
+def export_compact_graphs(model, out_dir: Path, opset=17, seed=0, min_elements=COMPACT_MIN_ELEMENTS, log=print):
+    """The fp32 graphs of `model`, written compact without ever holding full-size weights:
+    torch exports each graph without its weights (export_params=False) while we keep the
+    tensors it would have stored (after its constant folding, which leaves expanded weights
+    as views); each becomes an initializer (small) or a seeded block and a Tile (large), as
+    in compact_graph. Returns {graph file: {initializers, bytes_after}}."""
+    torch = _lazy_torch()
+    import onnx
+    from onnx import numpy_helper
+
+    onnx_dir = out_dir / "onnx"
+    onnx_dir.mkdir(parents=True, exist_ok=True)
+    stored = {}
+    dedup = torch._C._jit_pass_onnx_deduplicate_initializers
+
+    def keep_params(graph, params, training):
+        out = dedup(graph, params, training)
+        stored.clear()
+        stored.update(out)
+        return out
+
+    report = {}
+    torch._C._jit_pass_onnx_deduplicate_initializers = keep_params
+    try:
+        gen = torch.Generator().manual_seed(1234)
+        for base, wrapper, args, in_names, out_names, dyn in graph_specs(model, torch.float32, gen):
+            tmp = Path(tempfile.mkdtemp())
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(
+                    wrapper, args, str(tmp / "g.onnx"), dynamo=False, opset_version=opset, export_params=False,
+                    input_names=in_names, output_names=out_names, dynamic_axes=dyn,
+                )
+            m = onnx.load(str(tmp / "g.onnx"))
+            rng = np.random.default_rng(seed)
+            inputs, kept, tiles, after = [], [], [], 0
+            for vi in m.graph.input:
+                t = stored.get(vi.name)
+                if t is None:
+                    inputs.append(vi)
+                elif t.numel() < min_elements:
+                    kept.append(numpy_helper.from_array(t.contiguous().numpy(), vi.name))
+                    after += t.numel() * t.element_size()
+                else:
+                    d = _distinct(t).double()
+                    block, repeats, tile = _tiled(vi.name, tuple(t.shape), t.numpy().dtype if t.numel() == 0 else
+                                                  _distinct(t).numpy().dtype, rng, d.mean().item(), d.std(unbiased=False).item())
+                    kept += [block, repeats]
+                    tiles.append(tile)
+                    after += numpy_helper.to_array(block).nbytes + 8 * len(t.shape)
+            del m.graph.input[:]
+            m.graph.input.extend(inputs)
+            _save_compact(m, tiles, kept, tmp / "compact.onnx")
+            out = onnx_dir / f"{base}.onnx"
+            _finalize_onnx(tmp / "compact.onnx", out, False, dyn)
+            shutil.rmtree(tmp)
+            report[out.name] = {"initializers": len(tiles), "bytes_after": after}
+            log(f"  wrote {out}: {len(tiles)} initializers tiled, {after / 2**20:.2f} MiB")
+    finally:
+        torch._C._jit_pass_onnx_deduplicate_initializers = dedup
+    return report
+
+
+def _tile_inputs(model):
+    """{weight name: (block initializer, repeats)} of the graph's `__tile` nodes."""
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    return {n.output[0]: (inits[n.input[0]], numpy_helper.to_array(inits[n.input[1]]))
+            for n in model.graph.node if n.op_type == "Tile" and n.name.endswith("__tile")}
+
+
+def _q4_quantizer(model):
+    """onnxruntime's 4-bit quantizer, as quantize_q4 runs it."""
+    import logging
+
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)
+    return MatMulNBitsQuantizer(
+        model, bits=4, block_size=32, is_symmetric=True, accuracy_level=None,
+        op_types_to_quantize=("MatMul", "Gather"), quant_axes=(("MatMul", 0), ("Gather", 1)),
+    )
+
+
+def quantize_compact_q4(src: Path, dst: Path, log=print) -> int:
+    """The q4 graph (as quantize_q4 makes it) of a compact fp32 graph, without full-size
+    weights: each tiled weight is replaced by its block, onnxruntime's quantizer quantizes
+    the blocks, and each quantized block and its scales are tiled like the weight. The
+    quantizer works in blocks of 32 along K (MatMul) or along the embedding (Gather); a
+    tiled block spans a whole number of them, so the tiled quantized block is exactly the
+    quantization of the tiled weight (check-compact verifies this). Tables become packed
+    uint8 (GatherBlockQuantized bits=4), because Tile has no uint4 kernel."""
+    import onnx
+    import onnx.version_converter
+    from onnx import helper, numpy_helper
+
+    m = onnx.load(str(src))
+    # shapes as the converter infers them on the full graph (the quantizer keeps them)
+    full_value_info = list(onnx.version_converter.convert_version(m, 21).graph.value_info)
+    g = m.graph
+    tiled = _tile_inputs(m)
+    # the axis quantized in blocks of 32: K of a MatMul weight [K, N], the embedding of a table
+    quant_axis = {n.input[1]: 0 for n in g.node if n.op_type == "MatMul"}
+    quant_axis.update({n.input[0]: 1 for n in g.node if n.op_type == "Gather"})
+    untiled = {name for name, (block, reps) in tiled.items()
+               if name in quant_axis and reps[quant_axis[name]] > 1 and block.dims[quant_axis[name]] % 32}
+    tiled_q = {name: v for name, v in tiled.items() if name not in untiled}
+    full = {name: [int(d) * int(r) for d, r in zip(block.dims, reps)] for name, (block, reps) in tiled_q.items()}
+    drop = {n.name for n in g.node if n.op_type == "Tile" and n.output[0] in tiled}
+    drop_inits = {i for n in g.node if n.name in drop for i in n.input}
+    kept_nodes = [n for n in g.node if n.name not in drop]
+    inits = [i for i in g.initializer if i.name not in drop_inits]
+    for name, (block, reps) in tiled.items():
+        if name in untiled:  # blocks of 32 would straddle the tiles: quantize the full weight
+            inits.append(numpy_helper.from_array(np.tile(numpy_helper.to_array(block), reps), name))
+            continue
+        b = onnx.TensorProto()
+        b.CopyFrom(block)
+        b.name = name
+        inits.append(b)
+    del g.node[:]
+    g.node.extend(kept_nodes)
+    del g.initializer[:]
+    g.initializer.extend(inits)
+    m = onnx.version_converter.convert_version(m, 21)
+    q = _q4_quantizer(m)
+    q.process()
+    qm = q.model.model
+    qg = qm.graph
+    qinits = {i.name: i for i in qg.initializer}
+    replace, tiles, done = {}, [], set()
+
+    def tile(name, arr, repeats):
+        replace[name] = [numpy_helper.from_array(arr, name + "__block"),
+                         numpy_helper.from_array(np.array(repeats, dtype=np.int64), name + "__repeats")]
+        tiles.append(helper.make_node("Tile", [name + "__block", name + "__repeats"], [name], name=name + "__tile"))
+
+    for node in qg.node:
+        attrs = {a.name: a for a in node.attribute}
+        if node.op_type == "MatMulNBits" and node.input[1].endswith("_Q4"):
+            weight = node.input[1][: -len("_Q4")]
+            if weight not in full:
+                continue
+            K, N = full[weight]
+            Kb, Nb = attrs["K"].i, attrs["N"].i
+            if K != Kb and Kb % 32:
+                raise SystemExit(f"{src.name}: {weight} is tiled along K in blocks of {Kb}, not a multiple of 32")
+            attrs["K"].i, attrs["N"].i = K, N
+            tile(node.input[1], numpy_helper.to_array(qinits[node.input[1]]), [N // Nb, K // Kb, 1])
+            tile(node.input[2], numpy_helper.to_array(qinits[node.input[2]]), [N // Nb, K // Kb])
+            done.add(weight)
+        elif node.op_type == "GatherBlockQuantized" and node.input[0].endswith("_Q4"):
+            weight = node.input[0][: -len("_Q4")]
+            if weight not in full:
+                continue
+            V, D = full[weight]
+            # int4 values in [-8, 7]; as uint8 nibbles with GatherBlockQuantized's default zero point 8
+            nibbles = (numpy_helper.to_array(qinits[node.input[0]]).astype(np.int16) + 8).astype(np.uint8)
+            Vb, Db = nibbles.shape
+            if D != Db and Db % 32:
+                raise SystemExit(f"{src.name}: {weight} is tiled along the embedding in blocks of {Db}")
+            packed = nibbles[:, 0::2] | (nibbles[:, 1::2] << 4)
+            node.attribute.append(helper.make_attribute("bits", 4))
+            tile(node.input[0], packed, [V // Vb, D // Db])
+            tile(node.input[2], numpy_helper.to_array(qinits[node.input[2]]), [V // Vb, D // Db])
+            done.add(weight)
+    # weights the quantizer left alone stay tiled fp32 blocks
+    tiled = tiled_q
+    for name, (block, reps) in tiled.items():
+        if name not in done:
+            tile(name, numpy_helper.to_array(block), reps.tolist())
+    new_inits = []
+    for i in qg.initializer:
+        if i.name in replace:
+            new_inits += replace[i.name]
+        elif i.name not in done:
+            new_inits.append(i)
+    nodes = list(qg.node)
+    del qg.node[:]
+    qg.node.extend(tiles + nodes)
+    del qg.initializer[:]
+    qg.initializer.extend(new_inits)
+    produced = {o for n in qg.node for o in n.output}
+    del qg.value_info[:]  # shapes inferred on the blocks
+    qg.value_info.extend(vi for vi in full_value_info if vi.name in produced)
+    dst.unlink(missing_ok=True)
+    onnx.save(qm, str(dst))
+    onnx.checker.check_model(str(dst))
+    log(f"  wrote {dst}: {len(done)} tiled weights quantized, {len(tiled) - len(done)} left fp32, "
+        f"{len(untiled)} quantized at full size")
+    return len(done)
+
+
+ORT_FOLD_LIMIT = 1 << 30  # onnxruntime does not constant-fold an output of 1 GiB or more (measured, 1.32)
+
+
+def store_large_tiles(path: Path, limit=ORT_FOLD_LIMIT, log=print) -> int:
+    """Rewrites the graph at `path` with every tiled weight of `limit` bytes or more stored as
+    an ordinary initializer in `<graph>.onnx_data`, written band by band (never whole in
+    memory): onnxruntime would leave such a Tile in the graph and run it on every call."""
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(str(path))
+    tiled = _tile_inputs(m)
+    large = {name: (numpy_helper.to_array(block), reps) for name, (block, reps) in tiled.items()
+             if numpy_helper.to_array(block).nbytes * int(np.prod(reps)) >= limit}
+    if not large:
+        return 0
+    drop = {n.name for n in m.graph.node if n.op_type == "Tile" and n.output[0] in large}
+    drop_inits = {i for n in m.graph.node if n.name in drop for i in n.input}
+    nodes = [n for n in m.graph.node if n.name not in drop]
+    inits = [i for i in m.graph.initializer if i.name not in drop_inits]
+    data = path.with_name(path.name + "_data")
+    offset = 0
+    with open(data, "wb") as f:
+        for name, (block, reps) in large.items():
+            band = np.tile(block, (1, *reps[1:]))  # block rows across the full width
+            for _ in range(int(reps[0])):
+                f.write(band.tobytes())
+            length = band.nbytes * int(reps[0])
+            t = onnx.TensorProto()
+            t.name = name
+            t.data_type = onnx.helper.np_dtype_to_tensor_dtype(block.dtype)
+            t.dims.extend(int(d) * int(r) for d, r in zip(block.shape, reps))
+            t.data_location = onnx.TensorProto.EXTERNAL
+            for k, v in (("location", data.name), ("offset", str(offset)), ("length", str(length))):
+                e = t.external_data.add()
+                e.key, e.value = k, v
+            inits.append(t)
+            offset += length
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+    del m.graph.initializer[:]
+    m.graph.initializer.extend(inits)
+    onnx.save(m, str(path))
+    log(f"  {path.name}: {len(large)} weights of 1 GiB or more stored whole ({offset / 2**30:.2f} GiB in {data.name})")
+    return len(large)
+
+
+def materialize(src: Path, dst: Path):
+    """The ordinary graph of a compact one: every __tile node replaced by its full weight
+    (uint8-packed GatherBlockQuantized tables stay packed)."""
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(str(src))
+    tiled = _tile_inputs(m)
+    drop = {n.name for n in m.graph.node if n.op_type == "Tile" and n.output[0] in tiled}
+    drop_inits = {i for n in m.graph.node if n.name in drop for i in n.input}
+    nodes = [n for n in m.graph.node if n.name not in drop]
+    inits = [i for i in m.graph.initializer if i.name not in drop_inits]
+    inits += [numpy_helper.from_array(np.tile(numpy_helper.to_array(b), r), name) for name, (b, r) in tiled.items()]
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+    del m.graph.initializer[:]
+    m.graph.initializer.extend(inits)
+    onnx.save(m, str(dst))
+
+
+def _random_feeds(path: Path, seed=0):
+    """Inputs for the graph at `path`: ids in range, a full attention mask, positions 0.., a
+    short past, random floats."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(seed)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    B, S, P = 1, 3, 2
+    feeds = {}
+    for i in sess.get_inputs():
+        dims = [d if isinstance(d, int) else None for d in i.shape]
+        if i.name == "input_ids":
+            feeds[i.name] = rng.integers(0, 1024, (B, S), dtype=np.int64)
+        elif i.name == "attention_mask":
+            feeds[i.name] = np.ones((B, P + S), dtype=np.int64)
+        elif i.name == "position_ids":
+            feeds[i.name] = np.arange(P, P + S, dtype=np.int64)[None]
+        elif i.name == "num_logits_to_keep":
+            feeds[i.name] = np.array(0, dtype=np.int64)
+        elif i.name.startswith("past_key_values"):
+            feeds[i.name] = rng.standard_normal((B, dims[1], P, dims[3])).astype(np.float32)
+        else:
+            shape = [B, S] + [d for d in dims[2:]]
+            feeds[i.name] = rng.standard_normal(shape).astype(np.float32)
+    return sess, feeds
+
+
+def cmd_check_compact(out_dir, log=print):
+    """On the tiny model, with every weight of 1,024 elements or more tiled: (1) the compact
+    graphs written straight from torch run the same nodes as the ordinary export; (2) the
+    block-quantized q4 graphs equal onnxruntime's quantizer run on the full weights: the same
+    nodes after optimisation and the same outputs, bit for bit."""
+    import onnx
+    import onnx.version_converter
+    import onnxruntime as ort
+    from transformers import Gemma4Config, Gemma4ForConditionalGeneration
+
+    out_dir = Path(out_dir)
+    set_determinism(0)
+    cfg = Gemma4Config.from_dict(tiny_config().to_dict())
+    cfg._attn_implementation = "eager"
+    model = randomize_model(Gemma4ForConditionalGeneration(cfg), 20260517).eval()
+    export_model(model, out_dir / "ordinary", dtypes=("fp32",), log=log)
+    export_compact_graphs(model, out_dir / "compact", min_elements=1024, log=log)
+    for base in ("vision_encoder", "embed_tokens", "decoder_model_merged"):
+        a = optimized_op_counts(out_dir / "ordinary" / "onnx" / f"{base}.onnx")
+        b = optimized_op_counts(out_dir / "compact" / "onnx" / f"{base}.onnx")
+        if a != b:
+            raise SystemExit(f"{base}: compact-from-torch runs other nodes:\n  {sorted(a.items())}\n  {sorted(b.items())}")
+        log(f"  {base}: compact from torch runs the ordinary export's {sum(a.values())} nodes")
+    for base in ("embed_tokens", "decoder_model_merged"):
+        d = out_dir / "compact" / "onnx"
+        quantize_compact_q4(d / f"{base}.onnx", d / f"{base}_q4.onnx", log=log)
+        materialize(d / f"{base}.onnx", d / f"{base}_full.onnx")
+        m = onnx.version_converter.convert_version(onnx.load(str(d / f"{base}_full.onnx")), 21)
+        q = _q4_quantizer(m)
+        q.process()
+        onnx.save(q.model.model, str(d / f"{base}_full_q4.onnx"))
+        a, b = optimized_op_counts(d / f"{base}_full_q4.onnx"), optimized_op_counts(d / f"{base}_q4.onnx")
+        if a != b:
+            raise SystemExit(f"{base} q4: block-quantized runs other nodes:\n  {sorted(a.items())}\n  {sorted(b.items())}")
+        ref, feeds = _random_feeds(d / f"{base}_full_q4.onnx")
+        ours = ort.InferenceSession(str(d / f"{base}_q4.onnx"), providers=["CPUExecutionProvider"])
+        for name, x, y in zip([o.name for o in ref.get_outputs()], ref.run(None, feeds), ours.run(None, feeds)):
+            if not np.array_equal(x, y):
+                raise SystemExit(f"{base} q4: {name} differs, max {np.abs(x - y).max()}")
+        log(f"  {base} q4: block-quantized = quantized full weights ({sum(a.values())} nodes, outputs bit-identical)")
+
+
+def cmd_e2b(out_dir, seed=7, log=print):
+    """A random Gemma 4 at the real E2B dimensions, compact: fp32 graphs straight from torch
+    and q4 text graphs from them; once loaded, the compute and memory of E2B (fp32 text ~20 GB,
+    q4 text ~3 GB). Graphs of a few MB, except the weights of 1 GiB or more, which
+    onnxruntime would not fold (store_large_tiles): 11.8 GiB of fp32 tables and lm_head, and
+    the 1.1 GiB q4 per-layer table, in `*.onnx_data` files."""
+    torch = _lazy_torch()
+    from transformers import Gemma4ForConditionalGeneration
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    set_determinism(0)
+    cfg = e2b_config()
+    cfg._attn_implementation = "eager"
+    with params_on_meta():
+        model = Gemma4ForConditionalGeneration(cfg)
+    cheap_random_params(model, torch.Generator().manual_seed(seed)).eval()
+    cfg.save_pretrained(out_dir)
+    build_tiny_tokenizer(out_dir, vocab_size=E2B_VOCAB)
+    write_side_files(out_dir)
+    report = export_compact_graphs(model, out_dir, log=log)
+    d = out_dir / "onnx"
+    for base in ("embed_tokens", "decoder_model_merged"):
+        report[f"{base}_q4.onnx"] = {"initializers": quantize_compact_q4(d / f"{base}.onnx", d / f"{base}_q4.onnx", log=log)}
+    for graph in sorted(d.glob("*.onnx")):
+        report[graph.name]["stored_whole"] = store_large_tiles(graph, log=log)
+    write_json(out_dir / "compact.json", report)
+    add_transformersjs_config(out_dir)
+    log(f"E2B-size compact model written to {out_dir}")
+
+
+# --------------------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------------------
 
@@ -1763,6 +2233,10 @@ def main(argv=None):
     p = sub.add_parser("compact", help="large initializers as tiled blocks (real size in small files)")
     p.add_argument("in_dir")
     p.add_argument("out_dir")
+    p = sub.add_parser("e2b", help="random model at the real E2B size, compact (fp32 + q4)")
+    p.add_argument("out_dir")
+    p = sub.add_parser("check-compact", help="tiny model: compact-from-torch and block q4 equal the ordinary graphs")
+    p.add_argument("out_dir")
     a = ap.parse_args(argv)
     if a.cmd == "export":
         cmd_export(a.checkpoint_dir, a.out_dir, a.dtype.split(","))
@@ -1778,6 +2252,10 @@ def main(argv=None):
         cmd_big_vision(a.out_dir, dtypes=a.dtype.split(","))
     elif a.cmd == "compact":
         cmd_compact(a.in_dir, a.out_dir)
+    elif a.cmd == "e2b":
+        cmd_e2b(a.out_dir)
+    elif a.cmd == "check-compact":
+        cmd_check_compact(a.out_dir)
 
 
 if __name__ == "__main__":
