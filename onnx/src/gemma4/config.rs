@@ -46,10 +46,26 @@ pub struct TextConfig {
     pub pad_token_id: Option<u32>,
     #[serde(default)]
     pub max_position_embeddings: Option<usize>,
-    /// Per-layer overrides (newer transformers write `{"2": {"head_dim": 32}}` here instead of
-    /// `global_head_dim`).
-    #[serde(default)]
-    pub per_layer_config: std::collections::BTreeMap<String, PerLayerConfig>,
+    /// Per-layer overrides by layer index (newer transformers write `{"2": {"head_dim": 32}}`
+    /// here instead of `global_head_dim`, with the index zero-padded to the width of the
+    /// largest: `"04"` in a 35-layer model).
+    #[serde(default, deserialize_with = "layer_keyed")]
+    pub per_layer_config: std::collections::BTreeMap<usize, PerLayerConfig>,
+}
+
+fn layer_keyed<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<std::collections::BTreeMap<usize, PerLayerConfig>, D::Error> {
+    let by_name = std::collections::BTreeMap::<String, PerLayerConfig>::deserialize(d)?;
+    by_name
+        .into_iter()
+        .map(|(key, layer)| match key.parse::<usize>() {
+            Ok(index) => Ok((index, layer)),
+            Err(_) => Err(serde::de::Error::custom(format!(
+                "per_layer_config: {key:?} is not a layer index"
+            ))),
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -76,7 +92,7 @@ impl TextConfig {
     /// `(kv_heads, head_dim)` the cache of `layer` must have.
     pub fn kv_shape(&self, layer: usize) -> (usize, usize) {
         let (heads, dim) = self.kv_shape_by_type(layer);
-        match self.per_layer_config.get(&layer.to_string()) {
+        match self.per_layer_config.get(&layer) {
             Some(o) => (
                 o.num_key_value_heads.unwrap_or(heads),
                 o.head_dim.unwrap_or(dim),
@@ -220,5 +236,42 @@ impl ImageProcessorConfig {
             path: proc,
             why: "needed for the image processor (image_processor block)",
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text_config(per_layer: serde_json::Value) -> Result<TextConfig, serde_json::Error> {
+        serde_json::from_value(serde_json::json!({
+            "hidden_size": 1536, "num_hidden_layers": 12, "num_key_value_heads": 1, "head_dim": 256,
+            "layer_types": ["sliding_attention", "sliding_attention", "sliding_attention",
+                            "sliding_attention", "full_attention", "sliding_attention",
+                            "sliding_attention", "sliding_attention", "sliding_attention",
+                            "full_attention", "sliding_attention", "sliding_attention"],
+            "vocab_size": 262144, "per_layer_config": per_layer,
+        }))
+    }
+
+    #[test]
+    fn per_layer_keys_are_layer_indices_padded_or_not() {
+        // transformers 5.24 pads the keys of a model with 10 or more layers: "04", "09"
+        let padded =
+            text_config(serde_json::json!({"04": {"head_dim": 512}, "09": {"head_dim": 512}}))
+                .unwrap();
+        let plain =
+            text_config(serde_json::json!({"4": {"head_dim": 512}, "9": {"head_dim": 512}}))
+                .unwrap();
+        for config in [&padded, &plain] {
+            assert_eq!(config.kv_shape(4), (1, 512));
+            assert_eq!(config.kv_shape(9), (1, 512));
+            assert_eq!(config.kv_shape(3), (1, 256));
+        }
+        let bad = text_config(serde_json::json!({"four": {"head_dim": 512}})).unwrap_err();
+        assert!(
+            bad.to_string().contains("\"four\" is not a layer index"),
+            "{bad}"
+        );
     }
 }
