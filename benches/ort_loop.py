@@ -95,9 +95,9 @@ def generate(m: dict, pixel_values, positions, input_ids: list[int], new_tokens:
             prefill_s = time.perf_counter() - t  # embed + scatter + first decoder run
         else:
             step_s.append(time.perf_counter() - ts)
+        tokens.append(nxt)  # the stop token too, as quire's generated_ids
         if nxt in stop_ids:
             break
-        tokens.append(nxt)
         past = {n.replace("present.", "past_key_values."): v for n, v in res.items() if n.startswith("present.")}
     return {
         "vision_s": vision_s,
@@ -240,27 +240,35 @@ def end_to_end(a, tmp: str) -> None:
     run_cmd = [str(QUIRE), "run", folder, "--model", a.model, "--budget", str(budget), "--task", "prompt",
                "--prompt", PROMPT, "--max-new-tokens", str(a.new_tokens)] + common_flags(a)
     loop = loop_cmd(a, pixels, gen["input_ids"]) + ["--pages", str(a.pages)]
-    quire_runs, loop_runs = [], []
+    quire_runs, loop_runs, quire_tokens, loop_tokens, differ = [], [], [], [], []
+    marker = "<!-- page 1 -->"
     for r in range(a.runs):
         out = os.path.join(tmp, f"out{r}")
         quire_runs.append(run_child(run_cmd + ["--out", out], json_out=False))
-        texts = [json.loads(line)["text"] for line in Path(out, "results.jsonl").read_text().splitlines()]
-        bad = [t for t in texts if t.split("\n\n", 1)[-1] != gen["text"]]
-        if len(texts) != a.pages or bad:
-            raise SystemExit(f"quire run: {len(texts)} results, {len(bad)} differ from quire generate")
+        records = [json.loads(line) for line in Path(out, "results.jsonl").read_text().splitlines()]
+        if len(records) != a.pages:
+            raise SystemExit(f"quire run: {len(records)} results for {a.pages} pages")
+        # Batched decode steps (pages decoding together) may round differently from one page
+        # alone; on a model with near-tied logits that can change greedy tokens, so differences
+        # from quire generate are counted and reported, and work is compared as tokens too.
+        differ.append(sum(rec["text"].removeprefix(marker).lstrip("\n") != gen["text"] for rec in records))
+        quire_tokens.append(sum(rec["tokens"]["generated"] for rec in records))
         loop_runs.append(run_child(loop))
         if any(p != gen["generated_ids"] for p in loop_runs[-1][0]["pages"]):
             raise SystemExit("the loop's tokens differ from quire generate's")
+        loop_tokens.append(sum(len(p) for p in loop_runs[-1][0]["pages"]))
     q = statistics.median(r[1] for r in quire_runs)
     l = statistics.median(r[1] for r in loop_runs)
     print(f"\nend to end: {a.pages} pages at budget {budget}, up to {a.new_tokens} new tokens each, "
           f"{a.runs} alternating runs, medians (wall includes loading)")
-    print("| program | wall s | pages/s | minor faults | peak RSS MiB |")
-    print("|---|---|---|---|---|")
-    for name, runs, wall in (("quire run", quire_runs, q), ("python loop", loop_runs, l)):
-        print(f"| {name} | {wall:.2f} | {a.pages / wall:.3f} | {statistics.median(r[2] for r in runs):.0f} "
-              f"| {statistics.median(r[3] for r in runs):.0f} |")
-    print(f"quire / loop pages/s: {l / q:.2f}x; every page's output identical to quire generate's")
+    print("| program | wall s | pages/s | generated tokens | tokens/s | minor faults | peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|")
+    for name, runs, wall, tokens in (("quire run", quire_runs, q, quire_tokens), ("python loop", loop_runs, l, loop_tokens)):
+        t = statistics.median(tokens)
+        print(f"| {name} | {wall:.2f} | {a.pages / wall:.3f} | {t:.0f} | {t / wall:.2f} "
+              f"| {statistics.median(r[2] for r in runs):.0f} | {statistics.median(r[3] for r in runs):.0f} |")
+    print(f"quire / loop pages/s: {l / q:.2f}x; the loop's pages identical to quire generate's; quire run's pages "
+          f"differing from quire generate's, per run: {differ}")
 
 
 def main() -> None:
