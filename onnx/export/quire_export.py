@@ -23,6 +23,11 @@ compact IN_DIR OUT_DIR
     The same model directory with every large initializer stored as a small block and a
     `Tile` node that ONNX Runtime constant-folds when the session loads: files of a few MB,
     compute and memory of the full size once loaded (the weights repeat the block).
+e2b OUT_DIR [--size e2b|e4b]
+    A random model at the real E2B (or E4B) size, compact, straight from torch without ever
+    allocating its weights; fp32 graphs and q4 text graphs.
+check-compact OUT_DIR
+    On the tiny model: the e2b path's graphs and its block-quantized q4 equal the ordinary ones.
 
 See README.md next to this file.
 """
@@ -1764,27 +1769,33 @@ def cmd_compact(in_dir, out_dir, log=print):
 E2B_VOCAB = 262144
 
 
-def e2b_config():
-    """The real E2B text dimensions (shared/docs/gemma4-onnx-contract.md section 7) and the
-    real E2B vision tower (big_vision_config); the tiny model's special token ids and
-    tokenizer, padded to the real vocabulary."""
+# The real text dimensions (shared/docs/gemma4-onnx-contract.md section 7).
+REAL_TEXT = {
+    "e2b": dict(hidden_size=1536, intermediate_size=6144, use_double_wide_mlp=True, num_hidden_layers=35,
+                layer_types=(["sliding_attention"] * 4 + ["full_attention"]) * 7,
+                num_key_value_heads=1, num_kv_shared_layers=20),
+    "e4b": dict(hidden_size=2560, intermediate_size=10240, use_double_wide_mlp=False, num_hidden_layers=42,
+                layer_types=(["sliding_attention"] * 5 + ["full_attention"]) * 7,
+                num_key_value_heads=2, num_kv_shared_layers=18),
+}
+
+
+def real_size_config(size="e2b"):
+    """The real E2B (or E4B) text dimensions and the real vision tower (big_vision_config,
+    the same in both); the tiny model's special token ids and tokenizer, padded to the real
+    vocabulary."""
     from transformers import Gemma4Config
 
     cfg = tiny_config(text_overrides=dict(
         vocab_size=E2B_VOCAB,
         vocab_size_per_layer_input=E2B_VOCAB,
-        hidden_size=1536,
-        intermediate_size=6144,
-        num_hidden_layers=35,
-        layer_types=(["sliding_attention"] * 4 + ["full_attention"]) * 7,
         num_attention_heads=8,
-        num_key_value_heads=1,
         head_dim=256,
         global_head_dim=512,
         sliding_window=512,
         hidden_size_per_layer_input=256,
-        num_kv_shared_layers=20,
         max_position_embeddings=131072,
+        **REAL_TEXT[size],
     ))
     vision = big_vision_config().vision_config.to_dict()
     cfg = cfg.to_dict()
@@ -2173,7 +2184,7 @@ def cmd_check_compact(out_dir, log=print):
         log(f"  {base} q4: block-quantized = quantized full weights ({sum(a.values())} nodes, outputs bit-identical)")
 
 
-def cmd_e2b(out_dir, seed=7, log=print):
+def cmd_e2b(out_dir, seed=7, size="e2b", log=print):
     """A random Gemma 4 at the real E2B dimensions, compact: fp32 graphs straight from torch
     and q4 text graphs from them; once loaded, the compute and memory of E2B (fp32 text ~20 GB,
     q4 text ~3 GB). Graphs of a few MB, except the weights of 1 GiB or more, which
@@ -2185,7 +2196,7 @@ def cmd_e2b(out_dir, seed=7, log=print):
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     set_determinism(0)
-    cfg = e2b_config()
+    cfg = real_size_config(size)
     cfg._attn_implementation = "eager"
     with params_on_meta():
         model = Gemma4ForConditionalGeneration(cfg)
@@ -2201,7 +2212,7 @@ def cmd_e2b(out_dir, seed=7, log=print):
         report[graph.name]["stored_whole"] = store_large_tiles(graph, log=log)
     write_json(out_dir / "compact.json", report)
     add_transformersjs_config(out_dir)
-    log(f"E2B-size compact model written to {out_dir}")
+    log(f"{size.upper()}-size compact model written to {out_dir}")
 
 
 # --------------------------------------------------------------------------------------
@@ -2233,8 +2244,9 @@ def main(argv=None):
     p = sub.add_parser("compact", help="large initializers as tiled blocks (real size in small files)")
     p.add_argument("in_dir")
     p.add_argument("out_dir")
-    p = sub.add_parser("e2b", help="random model at the real E2B size, compact (fp32 + q4)")
+    p = sub.add_parser("e2b", help="random model at the real E2B (or E4B) size, compact (fp32 + q4)")
     p.add_argument("out_dir")
+    p.add_argument("--size", choices=sorted(REAL_TEXT), default="e2b")
     p = sub.add_parser("check-compact", help="tiny model: compact-from-torch and block q4 equal the ordinary graphs")
     p.add_argument("out_dir")
     a = ap.parse_args(argv)
@@ -2253,7 +2265,7 @@ def main(argv=None):
     elif a.cmd == "compact":
         cmd_compact(a.in_dir, a.out_dir)
     elif a.cmd == "e2b":
-        cmd_e2b(a.out_dir)
+        cmd_e2b(a.out_dir, size=a.size)
     elif a.cmd == "check-compact":
         cmd_check_compact(a.out_dir)
 
