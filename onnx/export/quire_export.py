@@ -923,22 +923,19 @@ def _param_values(name: str, shape, gen, draw=None):
 
 
 def _randomize_buffers(model, gen):
+    torch = _lazy_torch()
     for name, b in sorted(model.named_buffers(), key=lambda kv: kv[0]):
         leaf = name.rsplit(".", 1)[-1]
         if leaf == "layer_scalar":
-            b.copy_(torch_rand(b.shape, gen) * 0.5 + 0.5)
+            b.copy_(torch.rand(b.shape, generator=gen) * 0.5 + 0.5)
         elif leaf in ("input_min", "output_min"):
-            b.copy_(-(torch_rand(b.shape, gen) * 1.5 + 1.0))  # [-2.5, -1.0]
+            b.copy_(-(torch.rand(b.shape, generator=gen) * 1.5 + 1.0))  # [-2.5, -1.0]
         elif leaf in ("input_max", "output_max"):
-            b.copy_(torch_rand(b.shape, gen) * 1.5 + 1.0)
+            b.copy_(torch.rand(b.shape, generator=gen) * 1.5 + 1.0)
         elif leaf == "std_bias":
-            b.copy_(_lazy_torch().randn(b.shape, generator=gen) * 0.5)
+            b.copy_(torch.randn(b.shape, generator=gen) * 0.5)
         elif leaf == "std_scale":
-            b.copy_(torch_rand(b.shape, gen) + 0.5)
-
-
-def torch_rand(shape, gen):
-    return _lazy_torch().rand(shape, generator=gen)
+            b.copy_(torch.rand(b.shape, generator=gen) + 0.5)
 
 
 def randomize_model(model, seed: int):
@@ -1898,9 +1895,10 @@ def export_compact_graphs(model, out_dir: Path, opset=17, seed=0, min_elements=C
                     kept.append(numpy_helper.from_array(t.contiguous().numpy(), vi.name))
                     after += t.numel() * t.element_size()
                 else:
-                    d = _distinct(t).double()
-                    block, repeats, tile = _tiled(vi.name, tuple(t.shape), t.numpy().dtype if t.numel() == 0 else
-                                                  _distinct(t).numpy().dtype, rng, d.mean().item(), d.std(unbiased=False).item())
+                    values = _distinct(t)  # the expanded weights' distinct values: their mean and spread
+                    d = values.double()
+                    block, repeats, tile = _tiled(vi.name, tuple(t.shape), values.numpy().dtype, rng,
+                                                  d.mean().item(), d.std(unbiased=False).item())
                     kept += [block, repeats]
                     tiles.append(tile)
                     after += numpy_helper.to_array(block).nbytes + 8 * len(t.shape)
@@ -1924,6 +1922,15 @@ def _tile_inputs(model):
     inits = {i.name: i for i in model.graph.initializer}
     return {n.output[0]: (inits[n.input[0]], numpy_helper.to_array(inits[n.input[1]]))
             for n in model.graph.node if n.op_type == "Tile" and n.name.endswith("__tile")}
+
+
+def _without_tiles(model, names):
+    """The graph's nodes and initializers less the `__tile` nodes making `names` and their
+    block and repeats initializers."""
+    drop = {n.name for n in model.graph.node if n.op_type == "Tile" and n.output[0] in names}
+    drop_inits = {i for n in model.graph.node if n.name in drop for i in n.input}
+    return ([n for n in model.graph.node if n.name not in drop],
+            [i for i in model.graph.initializer if i.name not in drop_inits])
 
 
 def _q4_quantizer(model):
@@ -1963,10 +1970,7 @@ def quantize_compact_q4(src: Path, dst: Path, log=print) -> int:
                if name in quant_axis and reps[quant_axis[name]] > 1 and block.dims[quant_axis[name]] % 32}
     tiled_q = {name: v for name, v in tiled.items() if name not in untiled}
     full = {name: [int(d) * int(r) for d, r in zip(block.dims, reps)] for name, (block, reps) in tiled_q.items()}
-    drop = {n.name for n in g.node if n.op_type == "Tile" and n.output[0] in tiled}
-    drop_inits = {i for n in g.node if n.name in drop for i in n.input}
-    kept_nodes = [n for n in g.node if n.name not in drop]
-    inits = [i for i in g.initializer if i.name not in drop_inits]
+    kept_nodes, inits = _without_tiles(m, tiled)
     for name, (block, reps) in tiled.items():
         if name in untiled:  # blocks of 32 would straddle the tiles: quantize the full weight
             inits.append(numpy_helper.from_array(np.tile(numpy_helper.to_array(block), reps), name))
@@ -2000,8 +2004,6 @@ def quantize_compact_q4(src: Path, dst: Path, log=print) -> int:
                 continue
             K, N = full[weight]
             Kb, Nb = attrs["K"].i, attrs["N"].i
-            if K != Kb and Kb % 32:
-                raise SystemExit(f"{src.name}: {weight} is tiled along K in blocks of {Kb}, not a multiple of 32")
             attrs["K"].i, attrs["N"].i = K, N
             tile(node.input[1], numpy_helper.to_array(qinits[node.input[1]]), [N // Nb, K // Kb, 1])
             tile(node.input[2], numpy_helper.to_array(qinits[node.input[2]]), [N // Nb, K // Kb])
@@ -2014,8 +2016,6 @@ def quantize_compact_q4(src: Path, dst: Path, log=print) -> int:
             # int4 values in [-8, 7]; as uint8 nibbles with GatherBlockQuantized's default zero point 8
             nibbles = (numpy_helper.to_array(qinits[node.input[0]]).astype(np.int16) + 8).astype(np.uint8)
             Vb, Db = nibbles.shape
-            if D != Db and Db % 32:
-                raise SystemExit(f"{src.name}: {weight} is tiled along the embedding in blocks of {Db}")
             packed = nibbles[:, 0::2] | (nibbles[:, 1::2] << 4)
             node.attribute.append(helper.make_attribute("bits", 4))
             tile(node.input[0], packed, [V // Vb, D // Db])
@@ -2064,10 +2064,7 @@ def store_large_tiles(path: Path, limit=ORT_FOLD_LIMIT, log=print) -> int:
              if numpy_helper.to_array(block).nbytes * int(np.prod(reps)) >= limit}
     if not large:
         return 0
-    drop = {n.name for n in m.graph.node if n.op_type == "Tile" and n.output[0] in large}
-    drop_inits = {i for n in m.graph.node if n.name in drop for i in n.input}
-    nodes = [n for n in m.graph.node if n.name not in drop]
-    inits = [i for i in m.graph.initializer if i.name not in drop_inits]
+    nodes, inits = _without_tiles(m, large)
     data = path.with_name(path.name + "_data")
     offset = 0
     with open(data, "wb") as f:
@@ -2103,10 +2100,7 @@ def materialize(src: Path, dst: Path):
 
     m = onnx.load(str(src))
     tiled = _tile_inputs(m)
-    drop = {n.name for n in m.graph.node if n.op_type == "Tile" and n.output[0] in tiled}
-    drop_inits = {i for n in m.graph.node if n.name in drop for i in n.input}
-    nodes = [n for n in m.graph.node if n.name not in drop]
-    inits = [i for i in m.graph.initializer if i.name not in drop_inits]
+    nodes, inits = _without_tiles(m, tiled)
     inits += [numpy_helper.from_array(np.tile(numpy_helper.to_array(b), r), name) for name, (b, r) in tiled.items()]
     del m.graph.node[:]
     m.graph.node.extend(nodes)
