@@ -15,7 +15,8 @@ medians of vision ms, prefill tokens/s, decode ms/step, wall and minor page faul
 process, and quire's time outside ONNX Runtime (wall minus load, vision, prefill and decode).
 
 With `--pages N`, also end to end: `quire run` over a folder of N copies of the image against the
-loop over N pages one after another (see `end_to_end`).
+loop over N pages one after another, every page generating exactly `--new-tokens` tokens in both
+(see `end_to_end`).
 
     python3 -m venv /tmp/venv && /tmp/venv/bin/pip install -r onnx/export/requirements.txt
     cargo build --release
@@ -56,8 +57,9 @@ def load_sessions(model: str, text_dtype: str = "fp32"):
     }
 
 
-def generate(m: dict, pixel_values, positions, input_ids: list[int], new_tokens: int, stop_ids: set) -> dict:
-    """One page: vision, prompt embedding with the image features scattered in, greedy decoding."""
+def generate(m: dict, pixel_values, positions, input_ids: list[int], new_tokens: int) -> dict:
+    """One page: vision, prompt embedding with the image features scattered in, greedy decoding of
+    `new_tokens` tokens (EOS ignored)."""
     import numpy as np
 
     vision, embed, decoder = m["vision"], m["embed"], m["decoder"]
@@ -95,9 +97,7 @@ def generate(m: dict, pixel_values, positions, input_ids: list[int], new_tokens:
             prefill_s = time.perf_counter() - t  # embed + scatter + first decoder run
         else:
             step_s.append(time.perf_counter() - ts)
-        tokens.append(nxt)  # the stop token too, as quire's generated_ids
-        if nxt in stop_ids:
-            break
+        tokens.append(nxt)
         past = {n.replace("present.", "past_key_values."): v for n, v in res.items() if n.startswith("present.")}
     return {
         "vision_s": vision_s,
@@ -109,8 +109,8 @@ def generate(m: dict, pixel_values, positions, input_ids: list[int], new_tokens:
 
 
 def run_loop(a) -> dict:
-    """`--loop`: one image (EOS ignored, as `quire generate --ignore-eos`), or `--pages N` pages one
-    after another, each stopping at EOS as `quire run` does."""
+    """`--loop`: one image, or `--pages N` pages one after another; EOS ignored (as quire's
+    `--ignore-eos`), so every page generates `--new-tokens` tokens."""
     import numpy as np
 
     t0 = time.perf_counter()
@@ -119,11 +119,8 @@ def run_loop(a) -> dict:
     inputs = np.load(a.pixels)
     pixel_values, positions = inputs["pixel_values"], inputs["pixel_position_ids"]
     if not a.pages:
-        return {"load_s": load_s, **generate(m, pixel_values, positions, a.input_ids, a.new_tokens, set())}
-    gen_cfg = json.loads((Path(a.model) / "generation_config.json").read_text())
-    eos = gen_cfg.get("eos_token_id", [])
-    stop = set(eos if isinstance(eos, list) else [eos])
-    pages = [generate(m, pixel_values, positions, a.input_ids, a.new_tokens, stop)["generated_ids"]
+        return {"load_s": load_s, **generate(m, pixel_values, positions, a.input_ids, a.new_tokens)}
+    pages = [generate(m, pixel_values, positions, a.input_ids, a.new_tokens)["generated_ids"]
              for _ in range(a.pages)]
     return {"load_s": load_s, "pages": pages}
 
@@ -161,10 +158,9 @@ def write_pixels(a, budget: int, path: str) -> None:
              pixel_position_ids=bf["image_position_ids"].astype(np.int64))
 
 
-def quire_cmd(a, budget: int, ignore_eos: bool = True) -> list[str]:
+def quire_cmd(a, budget: int) -> list[str]:
     return [str(QUIRE), "generate", "--model", a.model, "--image", a.image, "--prompt", PROMPT,
-            "--budget", str(budget), "--max-new-tokens", str(a.new_tokens), "--greedy", "--json"] + (
-        ["--ignore-eos"] if ignore_eos else []) + common_flags(a)
+            "--budget", str(budget), "--max-new-tokens", str(a.new_tokens), "--greedy", "--json", "--ignore-eos"] + common_flags(a)
 
 
 def common_flags(a) -> list[str]:
@@ -226,11 +222,13 @@ def drive(a, tmp: str) -> None:
 
 def end_to_end(a, tmp: str) -> None:
     """`quire run` over a folder of `--pages` page images against the loop over the same pages one
-    after another (its preprocessing done beforehand, once: in its favour). Same prompt, EOS
-    honoured by both; every page's output is checked against `quire generate`'s."""
+    after another (its preprocessing done beforehand, once: in its favour). Same prompt; EOS
+    ignored by both, so both do the same work: `--new-tokens` tokens per page (a random model's
+    stop token says nothing of a real page's length). The loop's tokens are checked against
+    `quire generate`'s; quire run's texts are compared with it."""
     budget = a.budgets[0]
     pixels = os.path.join(tmp, f"pixels_{budget}.npz")
-    gen = run_child(quire_cmd(a, budget, ignore_eos=False))[0]
+    gen = run_child(quire_cmd(a, budget))[0]
     folder = os.path.join(tmp, "pages")
     os.makedirs(folder, exist_ok=True)
     image = Path(a.image).read_bytes()
@@ -238,7 +236,8 @@ def end_to_end(a, tmp: str) -> None:
         # Bytes after the image's end make each file distinct (no duplicate skipped), same pixels.
         Path(folder, f"page{i:04}{Path(a.image).suffix}").write_bytes(image + i.to_bytes(4, "little"))
     run_cmd = [str(QUIRE), "run", folder, "--model", a.model, "--budget", str(budget), "--task", "prompt",
-               "--prompt", PROMPT, "--max-new-tokens", str(a.new_tokens)] + common_flags(a)
+               "--prompt", PROMPT, "--max-new-tokens", str(a.new_tokens), "--ignore-eos"] + common_flags(a) + (
+                   ["--batch-size", str(a.batch_size)] if a.batch_size else [])
     loop = loop_cmd(a, pixels, gen["input_ids"]) + ["--pages", str(a.pages)]
     quire_runs, loop_runs, quire_tokens, loop_tokens, differ = [], [], [], [], []
     marker = "<!-- page 1 -->"
@@ -250,16 +249,18 @@ def end_to_end(a, tmp: str) -> None:
             raise SystemExit(f"quire run: {len(records)} results for {a.pages} pages")
         # Batched decode steps (pages decoding together) may round differently from one page
         # alone; on a model with near-tied logits that can change greedy tokens, so differences
-        # from quire generate are counted and reported, and work is compared as tokens too.
+        # from quire generate are counted and reported.
         differ.append(sum(rec["text"].removeprefix(marker).lstrip("\n") != gen["text"] for rec in records))
         quire_tokens.append(sum(rec["tokens"]["generated"] for rec in records))
+        if quire_tokens[-1] != a.pages * a.new_tokens:
+            raise SystemExit(f"quire run generated {quire_tokens[-1]} tokens, not {a.pages} x {a.new_tokens}")
         loop_runs.append(run_child(loop))
         if any(p != gen["generated_ids"] for p in loop_runs[-1][0]["pages"]):
             raise SystemExit("the loop's tokens differ from quire generate's")
         loop_tokens.append(sum(len(p) for p in loop_runs[-1][0]["pages"]))
     q = statistics.median(r[1] for r in quire_runs)
     l = statistics.median(r[1] for r in loop_runs)
-    print(f"\nend to end: {a.pages} pages at budget {budget}, up to {a.new_tokens} new tokens each, "
+    print(f"\nend to end: {a.pages} pages at budget {budget}, {a.new_tokens} new tokens each, "
           f"{a.runs} alternating runs, medians (wall includes loading)")
     print("| program | wall s | pages/s | generated tokens | tokens/s | minor faults | peak RSS MiB |")
     print("|---|---|---|---|---|---|---|")
@@ -282,6 +283,7 @@ def main() -> None:
     ap.add_argument("--pages", type=int, default=0,
                     help="also run end to end over this many pages (first budget); with --loop: be that loop")
     ap.add_argument("--threads", type=int, default=0, help="quire --threads (0: its default)")
+    ap.add_argument("--batch-size", type=int, default=0, help="quire run --batch-size (0: its default)")
     ap.add_argument("--text-dtype", default="fp32",
                     help="embed_tokens and decoder variant (q4: the _q4 graphs; vision stays fp32)")
     ap.add_argument("--loop", action="store_true", help="be the loop: one run, JSON on stdout")

@@ -471,6 +471,10 @@ fn fingerprint(
         ("null_below".into(), format!("{:?}", s.null_below)),
         ("thinking".into(), s.thinking.to_string()),
     ]);
+    // Only set by benchmarks: everyone else keeps the fingerprint they had.
+    if s.ignore_eos {
+        parts.push(("ignore_eos".into(), "true".into()));
+    }
     // Only ocr skips blank pages: the other tasks' documents keep their fingerprints.
     if matches!(s.task, crate::run::task::Task::Ocr) {
         parts.push(("skip_blank_pages".into(), s.skip_blank_pages.to_string()));

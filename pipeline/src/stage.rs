@@ -4,6 +4,8 @@
 
 use crossbeam_channel::{Receiver, Sender};
 use serde::Serialize;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -48,6 +50,21 @@ impl StageReport {
             return 0.0;
         }
         self.busy.as_secs_f64() / (wall.as_secs_f64() * self.parallelism as f64)
+    }
+}
+
+/// Whether a stage is working on items it has not yet sent on: set by that stage, read by the
+/// next, which can tell "more is coming soon" from "the input is idle".
+#[derive(Debug, Clone, Default)]
+pub struct Working(Arc<AtomicBool>);
+
+impl Working {
+    pub fn set(&self, working: bool) {
+        self.0.store(working, Ordering::Release);
+    }
+
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Acquire)
     }
 }
 

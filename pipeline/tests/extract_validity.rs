@@ -135,6 +135,7 @@ fn every_extraction_is_schema_valid() {
             null_below: None,
             review_below: None,
             thinking: false,
+            ignore_eos: false,
             model_id: "tiny-gemma4".into(),
             dtype: "fp32".into(),
             execution_provider: "cpu".into(),

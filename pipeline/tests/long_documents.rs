@@ -104,6 +104,7 @@ fn settings(task: Task) -> RunSettings {
         null_below: None,
         review_below: None,
         thinking: false,
+        ignore_eos: false,
         model_id: "tiny-gemma4".into(),
         dtype: "fp32".into(),
         execution_provider: "cpu".into(),

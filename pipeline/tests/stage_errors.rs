@@ -84,6 +84,7 @@ fn run_ocr(model: Gemma4, pages: Vec<Vec<Page>>) -> Vec<DocumentRecord> {
         null_below: None,
         review_below: None,
         thinking: false,
+        ignore_eos: false,
         model_id: "tiny-gemma4".into(),
         dtype: "fp32".into(),
         execution_provider: "cpu".into(),

@@ -27,11 +27,12 @@ pub use document::{Document, DocumentPage};
 pub use generate::{compile_constraint, CompileError};
 pub use preprocess::{BLANK_PAGE_WARNING, MAX_SHRINK, MIN_PIXELS_PER_INCH};
 pub use settings::{
-    RunSettings, DEFAULT_BATCH_TOKENS, DEFAULT_VISION_PATCHES, DEFAULT_VISION_PATCHES_CPU,
+    RunSettings, DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TOKENS, DEFAULT_VISION_PATCHES,
+    DEFAULT_VISION_PATCHES_CPU,
 };
 
 use crate::sources::Source;
-use crate::stage::StageReport;
+use crate::stage::{StageReport, Working};
 use crossbeam_channel::bounded;
 use quire_constrained::JsonConstraint;
 use quire_exporters::formats::Exporter;
@@ -113,13 +114,22 @@ pub fn run(
         settings.budget,
         settings.skip_blank_pages && matches!(settings.task, task::Task::Ocr),
     );
+    let encoding = Working::default();
     let vision = vision::spawn(
         preprocessed,
         encoded_tx,
         model.vision.take(),
         settings.vision_patches,
+        encoding.clone(),
     );
-    let generate = generate::spawn(encoded, generated_tx, model, constraint, settings.clone());
+    let generate = generate::spawn(
+        encoded,
+        generated_tx,
+        encoding,
+        model,
+        constraint,
+        settings.clone(),
+    );
     let export = export::spawn(
         generated,
         written_tx,

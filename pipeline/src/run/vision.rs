@@ -4,7 +4,7 @@
 //! Each image's features do not depend on what else is in its run.
 
 use super::document::Document;
-use crate::stage::StageReport;
+use crate::stage::{StageReport, Working};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use quire_exporters::record::ErrorKind;
 use quire_onnx::gemma4::vision_encoder::VisionEncoder;
@@ -29,6 +29,7 @@ pub(super) fn spawn(
     output: Sender<Document>,
     mut encoder: Option<VisionEncoder>,
     vision_patches: usize,
+    working: Working,
 ) -> std::thread::JoinHandle<(StageReport, Option<VisionEncoder>)> {
     let budget = vision_patches.max(1);
     std::thread::Builder::new()
@@ -41,6 +42,9 @@ pub(super) fn spawn(
                 let Some(first) = held.take().or_else(|| input.recv().ok()) else {
                     break;
                 };
+                // From taking a group to sending its last document: the generate stage waits
+                // for it rather than step a part-full batch.
+                working.set(true);
                 let mut depths = vec![input.len()];
                 let mut total = patches(&first);
                 let mut group = vec![first];
@@ -80,7 +84,9 @@ pub(super) fn spawn(
                         break 'run;
                     }
                 }
+                working.set(held.is_some() || !input.is_empty());
             }
+            working.set(false);
             (report, encoder)
         })
         .expect("spawn vision stage")

@@ -115,6 +115,17 @@ pub struct GenerationOptions {
     /// Sample with this seed (temperature/top-k/top-p from the model) instead of greedy.
     #[arg(long, env = "QUIRE_SEED", value_name = "N")]
     pub seed: Option<u64>,
+    /// Do not stop at the model's stop ids: every prompt generates --max-new-tokens tokens
+    /// (benchmarks, parity checks; an extraction still ends with its JSON).
+    #[arg(
+        long,
+        env = "QUIRE_IGNORE_EOS",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
+        value_name = "BOOL"
+    )]
+    pub ignore_eos: Option<bool>,
 }
 
 /// The job: task, outputs, batching, state (`run`, `watch`).
@@ -136,7 +147,7 @@ pub struct JobOptions {
     #[arg(long, env = "QUIRE_FORMAT", value_name = "LIST")]
     #[serde(default, with = "text")]
     pub format: Option<Formats>,
-    /// Most sequences decoded together (default 4).
+    /// Most sequences decoded together (default 8).
     #[arg(long, env = "QUIRE_BATCH_SIZE", value_name = "N")]
     pub batch_size: Option<usize>,
     /// Token budget of the decoder batch (rows × (cache + new tokens); default 16384).
@@ -276,16 +287,6 @@ pub struct GenerateOptions {
     /// Top-p of sampling (with --seed; default: generation_config.json's).
     #[arg(long, env = "QUIRE_TOP_P", requires = "seed")]
     pub top_p: Option<f32>,
-    /// Do not stop at the model's stop ids (benchmarks, parity checks).
-    #[arg(
-        long,
-        env = "QUIRE_IGNORE_EOS",
-        num_args = 0..=1,
-        default_missing_value = "true",
-        value_parser = BoolishValueParser::new(),
-        value_name = "BOOL"
-    )]
-    pub ignore_eos: Option<bool>,
     /// Turn on the thinking channel (its text is hidden from the output).
     #[arg(
         long,
@@ -353,6 +354,7 @@ pub const EXAMPLES: &[Example] = &[
     // GenerationOptions
     example("max_new_tokens", "99"),
     example("seed", "7"),
+    example("ignore_eos", "true"),
     // JobOptions
     Example {
         key: "task",
@@ -400,7 +402,6 @@ pub const EXAMPLES: &[Example] = &[
         value: "0.9",
         with: &[("seed", "7")],
     },
-    example("ignore_eos", "true"),
     example("thinking", "true"),
     example("json", "true"),
 ];

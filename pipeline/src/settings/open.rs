@@ -131,6 +131,7 @@ pub fn open_job(r: &JobSettings, provisioner: &Provisioner) -> Result<OpenedJob,
         null_below: r.null_below,
         review_below: r.review_below,
         thinking: r.thinking,
+        ignore_eos: r.ignore_eos,
         model_id: model_id(&r.model),
         dtype: r.dtype.to_string(),
         execution_provider: model

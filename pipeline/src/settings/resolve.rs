@@ -51,6 +51,7 @@ pub struct JobSettings {
     pub review_below: Option<f64>,
     pub null_below: Option<f64>,
     pub thinking: bool,
+    pub ignore_eos: bool,
 }
 
 /// Field by field; [`Task`] has no `PartialEq` of its own.
@@ -86,6 +87,7 @@ impl PartialEq for JobSettings {
             review_below,
             null_below,
             thinking,
+            ignore_eos,
         } = self;
         let same_task = match (task, &other.task) {
             (Task::Ocr, Task::Ocr) => true,
@@ -121,6 +123,7 @@ impl PartialEq for JobSettings {
             && *review_below == other.review_below
             && *null_below == other.null_below
             && *thinking == other.thinking
+            && *ignore_eos == other.ignore_eos
     }
 }
 
@@ -265,7 +268,7 @@ pub fn resolve_generate(args: GenerateSettingsArgs) -> Result<GenerateSettings, 
         temperature: generate.temperature,
         top_k: generate.top_k,
         top_p: generate.top_p,
-        ignore_eos: generate.ignore_eos.unwrap_or(false),
+        ignore_eos: generation.ignore_eos.unwrap_or(false),
         thinking: generate.thinking.unwrap_or(false),
         json: generate.json.unwrap_or(false),
     })
@@ -362,7 +365,10 @@ fn job_settings(args: JobSettingsArgs) -> Result<JobSettings, SettingsError> {
         workers: pages.workers()?.unwrap_or_else(default_workers),
         formats,
         max_new_tokens,
-        batch_size: job.batch_size.unwrap_or(4).max(1),
+        batch_size: job
+            .batch_size
+            .unwrap_or(crate::run::DEFAULT_BATCH_SIZE)
+            .max(1),
         batch_tokens: job
             .batch_tokens
             .unwrap_or(crate::run::DEFAULT_BATCH_TOKENS)
@@ -385,6 +391,7 @@ fn job_settings(args: JobSettingsArgs) -> Result<JobSettings, SettingsError> {
         review_below,
         null_below,
         thinking: job.thinking.unwrap_or(false),
+        ignore_eos: generation.ignore_eos.unwrap_or(false),
     })
 }
 

@@ -237,6 +237,7 @@ mod tests {
             null_below: None,
             review_below: None,
             thinking: false,
+            ignore_eos: false,
             model_id: "tiny-gemma4".into(),
             dtype: "fp32".into(),
             execution_provider: "cpu".into(),
@@ -511,6 +512,7 @@ mod tests {
         let constraint = crate::run::compile_constraint(&model, &schema(), 64).unwrap();
         let settings = RunSettings {
             thinking: true,
+            ignore_eos: false,
             ..settings()
         };
         let thinking = Some(super::super::processor::Thinking {
