@@ -633,3 +633,37 @@ fn batching_across_documents_gives_the_unbatched_outputs() {
         assert_eq!(outs[2], outs[0], "{task:?}: defaults");
     }
 }
+
+#[test]
+fn ignore_eos_generates_max_new_tokens_for_every_page() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    copy_samples(&input);
+    let out = tmp.path().join("out");
+    let extra = [
+        "--task",
+        "ocr",
+        "--max-new-tokens",
+        "12",
+        "--ignore-eos",
+        "--skip-blank-pages",
+        "false",
+    ];
+    let result = quire(&run_args(
+        input.to_str().unwrap(),
+        out.to_str().unwrap(),
+        &extra,
+    ));
+    assert_eq!(result.status.code(), Some(0));
+    let records: Vec<Value> = std::fs::read_to_string(out.join("results.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), SAMPLES.len());
+    for r in records.iter().filter(|r| r["error"].is_null()) {
+        let pages = r["page_count"].as_u64().unwrap();
+        assert_eq!(r["tokens"]["generated"], 12 * pages, "{}", r["source"]);
+    }
+    assert!(records.iter().any(|r| r["error"].is_null()));
+}

@@ -427,3 +427,68 @@ fn record_time(flight: &mut InFlight) {
         flight.taken.elapsed().as_secs_f64() * 1e3,
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crossbeam_channel::bounded;
+
+    fn document() -> Document {
+        Document::rendered(0, "0".repeat(64), Ok(Vec::new()), 0.0)
+    }
+
+    fn inputs() -> (Sender<Document>, Inputs) {
+        let (tx, input) = bounded(2);
+        let encoding = Working::default();
+        (tx, Inputs { input, encoding })
+    }
+
+    /// Runs `f` on another thread after `ms` milliseconds.
+    fn later(ms: u64, f: impl FnOnce() + Send + 'static) -> std::thread::JoinHandle<()> {
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(ms));
+            f()
+        })
+    }
+
+    #[test]
+    fn a_running_batch_steps_when_nothing_is_being_encoded() {
+        let (_tx, inputs) = inputs();
+        assert!(matches!(inputs.next(false), Next::Step));
+    }
+
+    #[test]
+    fn a_running_batch_waits_for_documents_the_vision_stage_is_encoding() {
+        let (tx, inputs) = inputs();
+        inputs.encoding.set(true);
+        let t = Instant::now();
+        let sender = later(150, move || tx.send(document()).unwrap());
+        assert!(matches!(inputs.next(false), Next::Document(_)));
+        assert!(t.elapsed() >= Duration::from_millis(150));
+        sender.join().unwrap();
+    }
+
+    #[test]
+    fn a_running_batch_stops_waiting_when_the_vision_stage_goes_idle() {
+        let (_tx, inputs) = inputs();
+        inputs.encoding.set(true);
+        let encoding = inputs.encoding.clone();
+        let t = Instant::now();
+        let idler = later(150, move || encoding.set(false));
+        assert!(matches!(inputs.next(false), Next::Step));
+        assert!(t.elapsed() >= Duration::from_millis(150));
+        idler.join().unwrap();
+    }
+
+    #[test]
+    fn an_idle_batch_waits_and_a_closed_input_ends_the_stage() {
+        let (tx, inputs) = inputs();
+        let sender = later(50, move || tx.send(document()).unwrap());
+        assert!(matches!(inputs.next(true), Next::Document(_)));
+        sender.join().unwrap();
+        // The sender is gone: closed, whether the batch is idle or running and encoding or not.
+        assert!(matches!(inputs.next(true), Next::Closed));
+        inputs.encoding.set(true);
+        assert!(matches!(inputs.next(false), Next::Closed));
+    }
+}
