@@ -87,7 +87,7 @@ struct Inputs {
 
 /// What to do next when the batch has room.
 enum Next {
-    Document(Document),
+    Document(Box<Document>),
     /// Step the batch: nothing is coming soon.
     Step,
     Closed,
@@ -119,7 +119,7 @@ impl Inputs {
                 self.input.try_recv()
             };
             return match received {
-                Ok(doc) => Next::Document(doc),
+                Ok(doc) => Next::Document(Box::new(doc)),
                 Err(TryRecvError::Empty) => Next::Step,
                 Err(TryRecvError::Disconnected) => Next::Closed,
             };
@@ -176,7 +176,7 @@ fn run(
         // Take documents in while their prompts could join: block only when idle.
         while !closed && s.waiting.is_empty() && batch.fits(&[1]) {
             let doc = match inputs.next(batch.is_empty()) {
-                Next::Document(doc) => doc,
+                Next::Document(doc) => *doc,
                 Next::Step => break,
                 Next::Closed => {
                     closed = true;
