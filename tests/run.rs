@@ -408,7 +408,16 @@ fn a_killed_run_resumes_to_identical_outputs_without_redoing_finished_documents(
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("in");
     copy_samples(&input);
-    let extra = ["--task", "ocr", "--max-new-tokens", "48"];
+    // One sequence at a time, so documents finish one after another through the run (a batch of
+    // eight finishes them together at its end) and some kills come after a finished one.
+    let extra = [
+        "--task",
+        "ocr",
+        "--max-new-tokens",
+        "48",
+        "--batch-size",
+        "1",
+    ];
     let reference = tmp.path().join("reference");
     let args = run_args(input.to_str().unwrap(), reference.to_str().unwrap(), &extra);
     let started = Instant::now();
