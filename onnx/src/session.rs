@@ -33,6 +33,17 @@ impl Default for SessionSettings {
 }
 
 impl SessionSettings {
+    /// The settings for a pipeline whose vision and decoding sessions run at the same time: idle
+    /// threads sleep instead of spinning, so neither session's pool burns the cores the other
+    /// is computing on (`quire run`, 8 pages at budget 280 on 2 cores: 124 and 128 s against
+    /// 151 and 132 s spinning, user time 0.91×).
+    pub fn for_overlapping_stages(self) -> Self {
+        SessionSettings {
+            spinning: false,
+            ..self
+        }
+    }
+
     fn apply(&self, builder: SessionBuilder) -> ort::Result<SessionBuilder> {
         let builder = builder.with_intra_op_spinning(self.spinning)?;
         if self.intra_threads == 0 {

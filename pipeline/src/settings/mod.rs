@@ -89,7 +89,9 @@ mod tests {
         };
         let cpu = with(&[]);
         assert_eq!(cpu.vision_patches, crate::run::DEFAULT_VISION_PATCHES_CPU);
-        assert_eq!(cpu.session, quire_onnx::session::SessionSettings::default());
+        let session = quire_onnx::session::SessionSettings::default();
+        assert_eq!(cpu.session, session.for_overlapping_stages());
+        assert!(!cpu.session.spinning);
         let gpu = with(&["--ep", "cuda,cpu"]);
         assert_eq!(gpu.vision_patches, crate::run::DEFAULT_VISION_PATCHES);
         let given = with(&["--ep", "cuda", "--vision-patches", "630", "--threads", "3"]);

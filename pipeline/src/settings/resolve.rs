@@ -361,7 +361,7 @@ fn job_settings(args: JobSettingsArgs) -> Result<JobSettings, SettingsError> {
         budget: budget.budget(),
         dtype: model.dtype(),
         eps,
-        session: model.session(),
+        session: model.session().for_overlapping_stages(),
         workers: pages.workers()?.unwrap_or_else(default_workers),
         formats,
         max_new_tokens,
